@@ -1,0 +1,67 @@
+"""create_app: wires the database, writer, hub and blueprints together; nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response, request
+from werkzeug.exceptions import HTTPException
+
+from .config import Config
+from .routes import api, wms
+from .routes.common import BadRequest, error_response
+from .service import Panoptes
+from .writer import DomainError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None) -> Quart:
+    config = config or Config.from_env()
+    app = Quart(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 30
+    service = Panoptes(config)
+    app.extensions["panoptes"] = service
+
+    app.register_blueprint(wms.bp)
+    app.register_blueprint(api.bp)
+    _register_errors(app)
+
+    @app.before_serving
+    async def start() -> None:
+        await service.start()
+
+    @app.after_serving
+    async def stop() -> None:
+        await service.stop()
+
+    return app
+
+
+def _register_errors(app: Quart) -> None:
+    @app.errorhandler(BadRequest)
+    async def bad_request(exc: BadRequest) -> Response:
+        return error_response(exc.status, exc.error, exc.detail)
+
+    @app.errorhandler(DomainError)
+    async def refused(exc: DomainError) -> Response:
+        if exc.status >= 400 and request.path == "/update_workflow_status":
+            log.warning("refused a message from %s: %s", request.remote_addr, exc.detail)
+        return error_response(exc.status, exc.error, exc.detail)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        detail = exc.description or ""
+        if status == 413:
+            detail = f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+        return error_response(status, (exc.name or "error").lower(), detail)
+
+    @app.errorhandler(Exception)
+    async def crashed(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        # Snakemake 7/8 abort the user's run on a 500 from the paths they call, and
+        # carry on after a 503.
+        status = 503 if wms.called_by_clients(request.method, request.path) else 500
+        return error_response(status, "internal error", f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,81 @@
+"""Every setting panoptes has, read from PANOPTES_* environment variables with defaults.
+
+Command-line flags override the environment (see cli.py); nothing else reads os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB_FILE = ".panoptes.db"
+
+
+class ConfigError(ValueError):
+    """A setting has a value panoptes cannot use."""
+
+
+def database_url(value: str) -> str:
+    """Turn a file path or any SQLAlchemy URL into an async SQLAlchemy URL."""
+    if "://" not in value:
+        return f"sqlite+aiosqlite:///{Path(value).expanduser().resolve()}"
+    scheme, rest = value.split("://", 1)
+    drivers = {
+        "sqlite": "sqlite+aiosqlite",
+        "postgresql": "postgresql+asyncpg",
+        "postgres": "postgresql+asyncpg",
+        "postgresql+psycopg2": "postgresql+asyncpg",
+    }
+    return f"{drivers.get(scheme, scheme)}://{rest}"
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    db_url: str = field(default_factory=lambda: database_url(DEFAULT_DB_FILE))
+    # A Running workflow silent for this long becomes Stale; 0 disables the check.
+    stale_hours: float = 48.0
+    # Read paths re-check for stale runs when the last check is older than this.
+    stale_check_seconds: float = 10.0
+    # Largest request body accepted anywhere, in bytes.
+    max_body_bytes: int = 4 * 1024 * 1024
+    # How many client messages one database transaction may commit together.
+    write_batch_size: int = 256
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+        env = dict(os.environ if env is None else env)
+        config = cls(
+            host=env.get("PANOPTES_HOST", "").strip() or cls.host,
+            port=_int(env, "PANOPTES_PORT", cls.port),
+            db_url=database_url(env.get("PANOPTES_DB_URL", "").strip() or DEFAULT_DB_FILE),
+            stale_hours=_float(env, "PANOPTES_STALE_HOURS", cls.stale_hours),
+            max_body_bytes=_int(env, "PANOPTES_MAX_BODY_BYTES", cls.max_body_bytes),
+        )
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if "db_url" in given:
+            given["db_url"] = database_url(given["db_url"])
+        return replace(config, **given)

@@ -1,0 +1,137 @@
+"""Tables: workflows, their jobs, and the numbered log of every change (events)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .status import JobStatus, WorkflowStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC (SQLite has no zones), always handed back timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+# Integer on SQLite so the key is the rowid alias; BIGINT elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+class Workflow(Base):
+    __tablename__ = "workflows"
+    # AUTOINCREMENT: a deleted workflow's id is never handed out again, so a client still
+    # sending events for it cannot attach them to somebody else's new run.
+    __table_args__ = (
+        Index("ix_workflows_status_updated", "status", "updated_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=WorkflowStatus.RUNNING)
+    jobs_done: Mapped[int] = mapped_column(default=0)
+    jobs_total: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    # What the legacy clients tell us at registration.
+    command: Mapped[str | None] = mapped_column(Text)
+    workdir: Mapped[str | None] = mapped_column(Text)
+    snakefile: Mapped[str | None] = mapped_column(Text)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Ingest bookkeeping: the job a following jobid-less shellcmd belongs to, and the
+    # digest of the last legacy message (Snakemake 8 sends every message twice).
+    last_job_info: Mapped[int | None]
+    last_digest: Mapped[str | None] = mapped_column(String(64))
+    # The text of the last `error` message: the job_error that follows it is its cause.
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "jobid", name="uq_jobs_workflow_jobid"),
+        Index("ix_jobs_workflow_status", "workflow_id", "status"),
+        Index("ix_jobs_workflow_rule", "workflow_id", "rule"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(BigId, ForeignKey("workflows.id", ondelete="CASCADE"))
+    jobid: Mapped[int]
+    rule: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.RUNNING)
+    message: Mapped[str | None] = mapped_column(Text)
+    wildcards: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input: Mapped[list[Any]] = mapped_column(default=list)
+    output: Mapped[list[Any]] = mapped_column(default=list)
+    log: Mapped[list[Any]] = mapped_column(default=list)
+    shellcmd: Mapped[str | None] = mapped_column(Text)
+    threads: Mapped[int | None]
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    priority: Mapped[int | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    is_checkpoint: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(default=1)
+    # One entry per attempt: {"attempt", "status", "started_at", "finished_at", "error"}.
+    attempts: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class Event(Base):
+    """Every change panoptes publishes, numbered; the live feed replays from here."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_workflow_seq", "workflow_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # Not a foreign key: the deletion of a workflow is itself an event that must survive.
+    workflow_id: Mapped[int | None] = mapped_column(BigId)
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

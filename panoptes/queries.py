@@ -1,0 +1,108 @@
+"""The read side: every query the API, feed and pages make. Each is one indexed statement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import Event, Job, Workflow
+from .status import JobStatus
+from .writer import event_message
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int = 100
+    offset: int = 0
+    cursor: int | None = None
+
+
+async def list_workflows(
+    session: AsyncSession,
+    page: Page,
+    statuses: list[str] | None = None,
+    search: str | None = None,
+) -> tuple[list[Workflow], int]:
+    """Newest first. `cursor` is the id of the last workflow of the previous page."""
+    conditions = []
+    if statuses:
+        conditions.append(Workflow.status.in_(statuses))
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(Workflow.name.ilike(f"%{escaped}%", escape="\\"))
+    count = await session.scalar(select(func.count()).select_from(Workflow).where(*conditions))
+    query = select(Workflow).where(*conditions).order_by(Workflow.id.desc())
+    if page.cursor is not None:
+        query = query.where(Workflow.id < page.cursor)
+    query = query.offset(page.offset).limit(page.limit)
+    return list(await session.scalars(query)), count or 0
+
+
+async def status_counts(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(Workflow.status, func.count()).group_by(Workflow.status))
+    return {status: count for status, count in rows}
+
+
+async def get_workflow(session: AsyncSession, workflow_id: int) -> Workflow | None:
+    return await session.get(Workflow, workflow_id)
+
+
+async def list_jobs(
+    session: AsyncSession,
+    workflow_id: int,
+    page: Page,
+    statuses: list[str] | None = None,
+    rules: list[str] | None = None,
+) -> tuple[list[Job], int]:
+    """In the order Snakemake started them."""
+    conditions = [Job.workflow_id == workflow_id]
+    if statuses:
+        conditions.append(Job.status.in_(statuses))
+    if rules:
+        conditions.append(Job.rule.in_(rules))
+    count = await session.scalar(select(func.count()).select_from(Job).where(*conditions))
+    query = select(Job).where(*conditions).order_by(Job.id)
+    if page.cursor is not None:
+        query = query.where(Job.id > page.cursor)
+    query = query.offset(page.offset).limit(page.limit)
+    return list(await session.scalars(query)), count or 0
+
+
+async def get_job(session: AsyncSession, workflow_id: int, jobid: int) -> Job | None:
+    return await session.scalar(
+        select(Job).where(Job.workflow_id == workflow_id, Job.jobid == jobid)
+    )
+
+
+async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[str, Any]]:
+    """Per rule: how many of its jobs are done, running, failed, waiting; sorted by rule."""
+    rows = await session.execute(
+        select(Job.rule, Job.status, func.count())
+        .where(Job.workflow_id == workflow_id)
+        .group_by(Job.rule, Job.status)
+    )
+    rules: dict[str, dict[str, Any]] = {}
+    for rule, status, count in rows:
+        name = rule or ""
+        entry = rules.setdefault(
+            name, {"rule": name, "total": 0, "done": 0, "running": 0, "error": 0, "waiting": 0}
+        )
+        entry[JobStatus(status).value.lower()] += count
+        entry["total"] += count
+    return [rules[name] for name in sorted(rules)]
+
+
+async def events_since(
+    session: AsyncSession, since: int, workflow_id: int | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    query = select(Event).where(Event.seq > since).order_by(Event.seq).limit(limit)
+    if workflow_id is not None:
+        query = query.where(Event.workflow_id == workflow_id)
+    return [event_message(event) for event in await session.scalars(query)]
+
+
+async def last_seq(session: AsyncSession) -> int:
+    return await session.scalar(select(func.max(Event.seq))) or 0

@@ -1,0 +1,1 @@
+"""Thin HTTP and websocket layers over ingest and queries."""

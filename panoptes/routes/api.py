@@ -1,0 +1,158 @@
+"""The REST API for scripts: read workflows and jobs, rename, cancel, delete."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, request
+
+from .. import __version__, queries
+from ..status import JobStatus, WorkflowStatus
+from ..views import job_view, workflow_view
+from .common import BadRequest, body_fields, int_arg, json_response, list_arg, panoptes
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+WORKFLOW_STATUSES = {s.value.lower(): s.value for s in WorkflowStatus}
+JOB_STATUSES = {s.value.lower(): s.value for s in JobStatus}
+MAX_PAGE = 1000
+
+
+def _statuses(known: dict[str, str]) -> list[str] | None:
+    values = list_arg("status")
+    if values is None:
+        return None
+    unknown = [v for v in values if v.lower() not in known]
+    if unknown:
+        raise BadRequest(
+            f"unknown status {', '.join(unknown)}; use one of {', '.join(known.values())}"
+        )
+    return [known[v.lower()] for v in values]
+
+
+def _page() -> queries.Page:
+    cursor = int_arg("cursor", -1, minimum=0) if "cursor" in request.args else None
+    return queries.Page(
+        limit=int_arg("limit", 100, minimum=1, maximum=MAX_PAGE),
+        offset=int_arg("offset", 0),
+        cursor=cursor,
+    )
+
+
+@bp.get("/service-info")
+async def service_info() -> Response:
+    # Snakemake 7/8 refuse to start unless this says "running".
+    return json_response({"status": "running", "version": __version__})
+
+
+@bp.get("/workflows")
+async def list_workflows() -> Response:
+    statuses = _statuses(WORKFLOW_STATUSES)
+    page = _page()
+    search = (request.args.get("q") or request.args.get("name") or "").strip() or None
+    app = panoptes()
+    await app.sweep_if_due()
+    async with app.sessions() as session:
+        workflows, count = await queries.list_workflows(session, page, statuses, search)
+    body: dict[str, object] = {
+        "workflows": [workflow_view(wf) for wf in workflows],
+        "count": count,
+        "limit": page.limit,
+        "offset": page.offset,
+        "next_cursor": workflows[-1].id if len(workflows) == page.limit else None,
+    }
+    return json_response(body)
+
+
+async def _workflow_or_404(workflow_id: int) -> dict[str, object]:
+    app = panoptes()
+    await app.sweep_if_due()
+    async with app.sessions() as session:
+        wf = await queries.get_workflow(session, workflow_id)
+    if wf is None:
+        raise BadRequest(f"no workflow with id {workflow_id}", status=404, error="not found")
+    return workflow_view(wf)
+
+
+@bp.get("/workflow/<int:workflow_id>")
+async def get_workflow(workflow_id: int) -> Response:
+    return json_response({"workflow": await _workflow_or_404(workflow_id)})
+
+
+@bp.get("/workflow/<int:workflow_id>/jobs")
+async def list_jobs(workflow_id: int) -> Response:
+    statuses = _statuses(JOB_STATUSES)
+    rules = list_arg("rule")
+    page = _page()
+    await _workflow_or_404(workflow_id)
+    async with panoptes().sessions() as session:
+        jobs, count = await queries.list_jobs(session, workflow_id, page, statuses, rules)
+    return json_response(
+        {
+            "jobs": [job_view(job) for job in jobs],
+            "count": count,
+            "limit": page.limit,
+            "offset": page.offset,
+            "next_cursor": jobs[-1].id if len(jobs) == page.limit else None,
+        }
+    )
+
+
+@bp.get("/workflow/<int:workflow_id>/job/<int:jobid>")
+async def get_job(workflow_id: int, jobid: int) -> Response:
+    await _workflow_or_404(workflow_id)
+    async with panoptes().sessions() as session:
+        job = await queries.get_job(session, workflow_id, jobid)
+    if job is None:
+        raise BadRequest(
+            f"workflow {workflow_id} has no job {jobid}", status=404, error="not found"
+        )
+    view = job_view(job)
+    # "jobs" (one object) is what the earlier panoptes server answered here.
+    return json_response({"job": view, "jobs": view})
+
+
+@bp.get("/workflow/<int:workflow_id>/rules")
+async def rule_progress(workflow_id: int) -> Response:
+    await _workflow_or_404(workflow_id)
+    async with panoptes().sessions() as session:
+        rules = await queries.rule_progress(session, workflow_id)
+    return json_response({"rules": rules})
+
+
+@bp.put("/workflow/<int:workflow_id>")
+async def rename_workflow(workflow_id: int) -> Response:
+    fields = await body_fields(required=False)
+    app = panoptes()
+    if "name" not in fields:
+        # Snakemake 8 sends {} (or its --wms-monitor-arg pairs) right after registering
+        # and aborts the run on a 404/500; there is simply nothing to change.
+        return json_response({"workflow": await _workflow_or_404(workflow_id)})
+    name = fields["name"]
+    if not isinstance(name, str):
+        raise BadRequest(f"'name' must be a string, got {type(name).__name__}")
+    name = name.strip()
+    if not name:
+        raise BadRequest("'name' must not be empty")
+    if len(name) > 200:
+        raise BadRequest("'name' must be at most 200 characters")
+    wf = await app.rename(workflow_id, name)
+    return json_response({"workflow": workflow_view(wf)})
+
+
+@bp.post("/workflow/<int:workflow_id>/cancel")
+async def cancel_workflow(workflow_id: int) -> Response:
+    wf = await panoptes().cancel(workflow_id)
+    return json_response({"workflow": workflow_view(wf)})
+
+
+@bp.delete("/workflow/<int:workflow_id>")
+async def delete_workflow(workflow_id: int) -> Response:
+    app = panoptes()
+    await app.sweep_if_due()
+    await app.delete(workflow_id)
+    return Response("", status=204)
+
+
+@bp.delete("/workflows/all")
+async def delete_all_workflows() -> Response:
+    deleted = await panoptes().delete_all()
+    return json_response({"deleted": deleted, "msg": "Database clean up is complete"})

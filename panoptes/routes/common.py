@@ -1,0 +1,103 @@
+"""Helpers every HTTP layer shares: the app's parts, request bodies, JSON errors."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from quart import Response, current_app, request
+
+from ..service import Panoptes
+
+
+class BadRequest(Exception):
+    def __init__(self, detail: str, *, status: int = 400, error: str = "bad request") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+        self.error = error
+
+
+def panoptes() -> Panoptes:
+    service: Panoptes = current_app.extensions["panoptes"]
+    return service
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(status: int, error: str, detail: str) -> Response:
+    return json_response({"error": error, "detail": detail}, status)
+
+
+def _form(text: str) -> dict[str, str]:
+    return {key: values[-1] for key, values in parse_qs(text, keep_blank_values=True).items()}
+
+
+async def body_fields(*, required: bool) -> dict[str, Any]:
+    """A request body as a dict, whatever way the client encoded it.
+
+    Snakemake sends form bodies (7.0-7.31, 8.x, 9) and JSON without any Content-Type
+    (7.32), so a body without a type is sniffed.
+    """
+    raw = await request.get_data()
+    if not raw.strip():
+        if required:
+            raise BadRequest("the request has no body")
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8 text") from None
+    mimetype = request.mimetype
+    is_json = mimetype == "application/json" or mimetype.endswith("+json")
+    if is_json or (not mimetype and text.lstrip().startswith(("{", "["))):
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadRequest("the body must be a JSON object")
+        return data
+    if mimetype in ("", "application/x-www-form-urlencoded", "text/plain"):
+        return _form(text)
+    raise BadRequest(
+        f"unsupported Content-Type {mimetype!r}: send JSON or a form",
+        status=415,
+        error="unsupported media type",
+    )
+
+
+def int_arg(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and {maximum}" if maximum is not None else ""
+        raise BadRequest(f"query parameter {name!r} must be between {minimum}{upper}")
+    return value
+
+
+def list_arg(name: str, allowed: set[str] | None = None) -> list[str] | None:
+    """A repeatable or comma-separated query parameter."""
+    values = [
+        part.strip()
+        for raw in request.args.getlist(name)
+        for part in raw.split(",")
+        if part.strip()
+    ]
+    if not values:
+        return None
+    if allowed is not None:
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise BadRequest(
+                f"unknown {name} {', '.join(unknown)}; use one of {', '.join(sorted(allowed))}"
+            )
+    return values

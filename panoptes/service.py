@@ -1,0 +1,163 @@
+"""The running server's parts (database, writer, hub) and the changes users can ask for."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import suppress
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from . import ingest
+from .config import Config
+from .db import create_schema, make_engine, make_sessionmaker
+from .hub import Hub
+from .models import Workflow
+from .status import WorkflowStatus, can_move
+from .writer import DomainError, Tx, Writer
+
+log = logging.getLogger(__name__)
+W = WorkflowStatus
+
+
+class NotFound(DomainError):
+    status = 404
+    error = "not found"
+
+
+class Conflict(DomainError):
+    status = 409
+    error = "conflict"
+
+
+class Panoptes:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.engine = make_engine(config.db_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.hub = Hub()
+        self.writer = Writer(self.sessions, self.hub.publish, config.write_batch_size)
+        self._last_sweep = 0.0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await create_schema(self.engine)
+        await self.hub.start()
+        await self.writer.start()
+        await self.sweep_stale()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="panoptes-stale")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.writer.stop()
+        await self.hub.close()
+        await self.engine.dispose()
+
+    # ---- ingest
+
+    async def register(self, request: ingest.Registration) -> dict[str, Any]:
+        from .views import workflow_view
+
+        async def op(tx: Tx) -> dict[str, Any]:
+            wf = await ingest.register_workflow(tx, request, self.config.stale_hours)
+            await tx.session.flush()
+            return workflow_view(wf)
+
+        return await self.writer.submit(op)
+
+    async def ingest(self, message: ingest.Message) -> bool:
+        return await self.writer.submit(lambda tx: ingest.apply_message(tx, message))
+
+    # ---- stale runs
+
+    async def sweep_stale(self) -> int:
+        self._last_sweep = time.monotonic()
+        if self.config.stale_hours <= 0:
+            return 0
+        return await self.writer.submit(lambda tx: ingest.sweep_stale(tx, self.config.stale_hours))
+
+    async def sweep_if_due(self) -> None:
+        """Read paths call this so a silent run shows Stale without waiting for the timer."""
+        if time.monotonic() - self._last_sweep >= self.config.stale_check_seconds:
+            await self.sweep_stale()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.config.stale_check_seconds, 1.0) * 6)
+            try:
+                await self.sweep_stale()
+            except Exception:
+                log.exception("the stale check failed")
+
+    # ---- what users change through the API and pages
+
+    async def _existing(self, tx: Tx, workflow_id: int) -> Workflow:
+        wf = await tx.session.get(Workflow, workflow_id)
+        if wf is None:
+            raise NotFound(f"no workflow with id {workflow_id}")
+        return wf
+
+    async def rename(self, workflow_id: int, name: str) -> Workflow:
+        async def op(tx: Tx) -> Workflow:
+            wf = await self._existing(tx, workflow_id)
+            if wf.name == name:
+                return wf
+            taken = await tx.session.scalar(select(Workflow.id).where(Workflow.name == name))
+            if taken is not None:
+                raise Conflict(f"another workflow (id {taken}) is already named {name!r}")
+            wf.name = name
+            tx.changed_workflow(wf, "workflow.renamed")
+            return wf
+
+        try:
+            return await self.writer.submit(op)
+        except IntegrityError:
+            raise Conflict(f"another workflow is already named {name!r}") from None
+
+    async def cancel(self, workflow_id: int) -> Workflow:
+        async def op(tx: Tx) -> Workflow:
+            wf = await self._existing(tx, workflow_id)
+            if wf.status == W.CANCELLED:
+                return wf
+            if not can_move(wf.status, W.CANCELLED):
+                raise Conflict(
+                    f"workflow {workflow_id} is {wf.status}; only Running or Stale "
+                    "workflows can be cancelled"
+                )
+            ingest.cancel_workflow(tx, wf)
+            return wf
+
+        return await self.writer.submit(op)
+
+    async def delete(self, workflow_id: int) -> None:
+        async def op(tx: Tx) -> None:
+            wf = await self._existing(tx, workflow_id)
+            if wf.status == W.RUNNING:
+                raise Conflict(
+                    f"workflow {workflow_id} is still running; cancel it first with "
+                    f"POST /api/workflow/{workflow_id}/cancel",
+                    error="workflow is running",
+                )
+            await tx.session.delete(wf)
+            tx.forget_jobs(workflow_id)
+            tx.emit("workflow.deleted", workflow_id, {"workflow": {"id": workflow_id}})
+
+        await self.writer.submit(op)
+
+    async def delete_all(self) -> int:
+        async def op(tx: Tx) -> int:
+            ids = list(await tx.session.scalars(select(Workflow.id)))
+            count = await tx.session.scalar(select(func.count()).select_from(Workflow))
+            await tx.session.execute(delete(Workflow))
+            tx.jobs_cache.clear()
+            for workflow_id in ids:
+                tx.emit("workflow.deleted", workflow_id, {"workflow": {"id": workflow_id}})
+            return count or 0
+
+        return await self.writer.submit(op)

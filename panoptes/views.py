@@ -1,0 +1,59 @@
+"""How workflows and jobs look on the wire: the one shape shared by the API, feed and pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .models import Job, Workflow
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def workflow_view(wf: Workflow) -> dict[str, Any]:
+    return {
+        "id": wf.id,
+        "name": wf.name,
+        "status": wf.status,
+        "jobs_done": wf.jobs_done,
+        "jobs_total": wf.jobs_total,
+        "started_at": iso(wf.started_at),
+        "updated_at": iso(wf.updated_at),
+        "finished_at": iso(wf.finished_at),
+        # The name the earlier panoptes server used; kept so its API users keep working.
+        "completed_at": iso(wf.finished_at),
+        "error": wf.error,
+        "dry_run": wf.dry_run,
+        "command": wf.command,
+        "workdir": wf.workdir,
+    }
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    return {
+        "jobid": job.jobid,
+        "workflow_id": job.workflow_id,
+        "rule": job.rule,
+        # The earlier server called the rule "name"; kept for its API users.
+        "name": job.rule,
+        "status": job.status,
+        "message": job.message,
+        "wildcards": job.wildcards,
+        "input": job.input,
+        "output": job.output,
+        "log": job.log,
+        "shell_command": job.shellcmd,
+        "threads": job.threads,
+        "resources": job.resources,
+        "priority": job.priority,
+        "reason": job.reason,
+        "is_checkpoint": job.is_checkpoint,
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "completed_at": iso(job.finished_at),
+        "attempt": job.attempt,
+        "attempts": job.attempts,
+        "error": job.error,
+    }

@@ -1,0 +1,137 @@
+"""Fixtures: a fresh app on a real SQLite file, and a real server process on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
+
+from panoptes.app import create_app
+from panoptes.config import Config, database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("PANOPTES_SHARED", ROOT.parent / "shared"))
+CAPTURES = SHARED / "captures"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "panoptes.db"
+
+
+@pytest.fixture
+def config(db_path: Path) -> Config:
+    return Config(db_url=database_url(str(db_path)), stale_check_seconds=0)
+
+
+@pytest.fixture
+async def app(config: Config) -> AsyncIterator[Quart]:
+    app = create_app(config)
+    async with app.test_app():
+        yield app
+
+
+@pytest.fixture
+def client(app: Quart) -> Client:
+    return app.test_client()
+
+
+def form_body(workflow_id: int | str, msg: dict[str, Any]) -> str:
+    """An update exactly as the Snakemake 9 plugin encodes it."""
+    return urlencode({"msg": json.dumps(msg), "timestamp": time.asctime(), "id": str(workflow_id)})
+
+
+async def post_event(client: Client, workflow_id: int, msg: dict[str, Any]) -> Any:
+    response = await client.post(
+        "/update_workflow_status",
+        data=form_body(workflow_id, msg),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    return response
+
+
+async def create_workflow(client: Client, **query: str) -> dict[str, Any]:
+    response = await client.get("/create_workflow", query_string=query)
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    body: dict[str, Any] = await response.get_json()
+    return body
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LiveServer:
+    """A real `panoptes` process serving on a loopback port."""
+
+    db: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> LiveServer:
+        self.log_path = self.db.with_suffix(f".{self.port}.log")
+        env = {**os.environ, **self.env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", str(self.db)],
+            env=env,
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"panoptes exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/api/service-info", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"panoptes did not start:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path else ""
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    server = LiveServer(db=tmp_path / "live.db").start()
+    yield server
+    server.stop()
