@@ -420,9 +420,9 @@ async def _retry(tx: Tx, wf: Workflow, job: Job, at: datetime) -> None:
 
 
 async def on_job_started(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
-    jobs = body.get("jobs")
-    for jobid in jobs if isinstance(jobs, list) else [jobs]:
-        await _start_job(tx, wf, int(jobid), at)
+    jobs: list[int] = body["jobs"] if isinstance(body["jobs"], list) else [body["jobs"]]
+    for jobid in jobs:
+        await _start_job(tx, wf, jobid, at)
 
 
 def _paths(value: Any) -> list[str]:

@@ -42,7 +42,8 @@ async def body_fields(*, required: bool) -> dict[str, Any]:
     Snakemake sends form bodies (7.0-7.31, 8.x, 9) and JSON without any Content-Type
     (7.32), so a body without a type is sniffed.
     """
-    raw = await request.get_data()
+    data = await request.get_data(as_text=False)
+    raw = data if isinstance(data, bytes) else data.encode()
     if not raw.strip():
         if required:
             raise BadRequest("the request has no body")
