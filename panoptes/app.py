@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from quart import Quart, Response, request
+from quart import Quart, Response, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from . import __version__
 from .config import Config
-from .routes import api, wms
+from .routes import api, feed, pages, wms
 from .routes.common import BadRequest, error_response
 from .service import Panoptes
 from .writer import DomainError
@@ -26,6 +27,8 @@ def create_app(config: Config | None = None) -> Quart:
 
     app.register_blueprint(wms.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(feed.bp)
+    app.register_blueprint(pages.bp)
     _register_errors(app)
 
     @app.before_serving
@@ -39,16 +42,34 @@ def create_app(config: Config | None = None) -> Quart:
     return app
 
 
+def _wants_html() -> bool:
+    """Browsers asking for a page get an HTML error page; everything else gets JSON."""
+    if request.path.startswith(("/api/", "/ws")) or wms.called_by_clients(
+        request.method, request.path
+    ):
+        return False
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+
+
+async def _error(status: int, error: str, detail: str) -> Response:
+    if _wants_html():
+        html = await render_template(
+            "error.html", status=status, error=error, detail=detail, seq=0, version=__version__
+        )
+        return Response(html, status=status, content_type="text/html; charset=utf-8")
+    return error_response(status, error, detail)
+
+
 def _register_errors(app: Quart) -> None:
     @app.errorhandler(BadRequest)
     async def bad_request(exc: BadRequest) -> Response:
-        return error_response(exc.status, exc.error, exc.detail)
+        return await _error(exc.status, exc.error, exc.detail)
 
     @app.errorhandler(DomainError)
     async def refused(exc: DomainError) -> Response:
         if exc.status >= 400 and request.path == "/update_workflow_status":
             log.warning("refused a message from %s: %s", request.remote_addr, exc.detail)
-        return error_response(exc.status, exc.error, exc.detail)
+        return await _error(exc.status, exc.error, exc.detail)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -56,7 +77,7 @@ def _register_errors(app: Quart) -> None:
         detail = exc.description or ""
         if status == 413:
             detail = f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
-        return error_response(status, (exc.name or "error").lower(), detail)
+        return await _error(status, (exc.name or "error").lower(), detail)
 
     @app.errorhandler(Exception)
     async def crashed(exc: Exception) -> Response:

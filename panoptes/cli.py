@@ -65,6 +65,7 @@ async def run(config: Config) -> None:
     ]
     hyper.accesslog = None
     hyper.graceful_timeout = 10.0
+    hyper.websocket_ping_interval = config.ws_ping_seconds
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

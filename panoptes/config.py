@@ -64,6 +64,13 @@ class Config:
     max_body_bytes: int = 4 * 1024 * 1024
     # How many client messages one database transaction may commit together.
     write_batch_size: int = 256
+    # Origins (scheme://host:port) whose pages may open the websocket feed, besides the
+    # server's own; "*" allows any. Clients that send no Origin (scripts) are always let in.
+    allowed_origins: tuple[str, ...] = ()
+    # Seconds between the feed's keep-alive pings.
+    ws_ping_seconds: float = 20.0
+    # Events a subscriber may fall behind before it is told to resync.
+    subscriber_queue: int = 1000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Config:
@@ -74,6 +81,12 @@ class Config:
             db_url=database_url(env.get("PANOPTES_DB_URL", "").strip() or DEFAULT_DB_FILE),
             stale_hours=_float(env, "PANOPTES_STALE_HOURS", cls.stale_hours),
             max_body_bytes=_int(env, "PANOPTES_MAX_BODY_BYTES", cls.max_body_bytes),
+            allowed_origins=tuple(
+                origin.strip().rstrip("/")
+                for origin in env.get("PANOPTES_ALLOWED_ORIGINS", "").split(",")
+                if origin.strip()
+            ),
+            ws_ping_seconds=_float(env, "PANOPTES_WS_PING_SECONDS", cls.ws_ping_seconds),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         if "db_url" in given:

@@ -93,6 +93,9 @@ class Subscription:
 
 
 class Hub:
+    """Subscribers to everything get workflow-level events (workflow.*); subscribers to
+    one workflow get all of its events (workflow.*, job.updated, rule.updated)."""
+
     def __init__(self, backend: Backend | None = None, queue_size: int = 1000) -> None:
         self.backend: Backend = backend or MemoryBackend()
         self.queue_size = queue_size
@@ -136,7 +139,8 @@ class Hub:
         for text in texts:
             message = orjson.loads(text)
             item = FeedItem(message["seq"], message.get("workflow_id"), message["type"], text)
-            for subscription in self._everything:
-                subscription.offer(item)
+            if item.type.startswith("workflow."):
+                for subscription in self._everything:
+                    subscription.offer(item)
             for subscription in self._by_workflow.get(item.workflow_id or -1, ()):
                 subscription.offer(item)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import Event, Job, Workflow
 from .status import JobStatus
-from .writer import event_message
+from .views import event_message
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ async def get_job(session: AsyncSession, workflow_id: int, jobid: int) -> Job | 
     )
 
 
+def _empty_rule(name: str) -> dict[str, Any]:
+    return {"rule": name, "total": 0, "done": 0, "running": 0, "error": 0, "waiting": 0}
+
+
 async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[str, Any]]:
     """Per rule: how many of its jobs are done, running, failed, waiting; sorted by rule."""
     rows = await session.execute(
@@ -86,21 +90,36 @@ async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[st
     )
     rules: dict[str, dict[str, Any]] = {}
     for rule, status, count in rows:
-        name = rule or ""
-        entry = rules.setdefault(
-            name, {"rule": name, "total": 0, "done": 0, "running": 0, "error": 0, "waiting": 0}
-        )
+        entry = rules.setdefault(rule or "", _empty_rule(rule or ""))
         entry[JobStatus(status).value.lower()] += count
         entry["total"] += count
     return [rules[name] for name in sorted(rules)]
 
 
+async def rule_counts(session: AsyncSession, workflow_id: int, rule: str | None) -> dict[str, Any]:
+    """The counts of one rule (jobs whose rule is not known yet count under "")."""
+    match = Job.rule.is_(None) if rule is None else Job.rule == rule
+    rows = await session.execute(
+        select(Job.status, func.count())
+        .where(Job.workflow_id == workflow_id, match)
+        .group_by(Job.status)
+    )
+    entry = _empty_rule(rule or "")
+    for status, count in rows:
+        entry[JobStatus(status).value.lower()] += count
+        entry["total"] += count
+    return entry
+
+
 async def events_since(
     session: AsyncSession, since: int, workflow_id: int | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
+    """What the feed missed: one workflow's events, or every workflow-level event."""
     query = select(Event).where(Event.seq > since).order_by(Event.seq).limit(limit)
     if workflow_id is not None:
         query = query.where(Event.workflow_id == workflow_id)
+    else:
+        query = query.where(Event.type.startswith("workflow."))
     return [event_message(event) for event in await session.scalars(query)]
 
 

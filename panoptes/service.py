@@ -38,7 +38,7 @@ class Panoptes:
         self.config = config
         self.engine = make_engine(config.db_url)
         self.sessions = make_sessionmaker(self.engine)
-        self.hub = Hub()
+        self.hub = Hub(queue_size=config.subscriber_queue)
         self.writer = Writer(self.sessions, self.hub.publish, config.write_batch_size)
         self._last_sweep = 0.0
         self._sweeper: asyncio.Task[None] | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .models import Job, Workflow
+from .models import Event, Job, Workflow
 
 
 def iso(value: datetime | None) -> str | None:
@@ -56,4 +56,15 @@ def job_view(job: Job) -> dict[str, Any]:
         "attempt": job.attempt,
         "attempts": job.attempts,
         "error": job.error,
+    }
+
+
+def event_message(event: Event) -> dict[str, Any]:
+    """An event as the feed sends it: type, seq, workflow_id, at, and the payload."""
+    return {
+        "type": event.type,
+        "seq": event.seq,
+        "workflow_id": event.workflow_id,
+        "at": event.created_at.isoformat(),
+        **event.payload,
     }

@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .models import Event, Job, Workflow, utcnow
-from .views import job_view, workflow_view
+from .queries import rule_counts
+from .views import event_message, job_view, workflow_view
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,14 @@ class Tx:
         await self.session.flush()  # ids for new rows
         for wf, kind in self._dirty_workflows.values():
             self.emit(kind, wf.id, {"workflow": workflow_view(wf)})
+        rules: set[tuple[int, str | None]] = set()
         for job in self._dirty_jobs.values():
             self.emit("job.updated", job.workflow_id, {"job": job_view(job)})
+            rules.add((job.workflow_id, job.rule))
+            rules.update((job.workflow_id, old) for old in inspect(job).attrs.rule.history.deleted)
+        for workflow_id, rule in sorted(rules, key=lambda key: (key[0], key[1] or "")):
+            counts = await rule_counts(self.session, workflow_id, rule)
+            self.emit("rule.updated", workflow_id, {"rule": counts})
         self._dirty_workflows.clear()
         self._dirty_jobs.clear()
 
@@ -109,17 +116,6 @@ Publisher = Callable[[list[dict[str, Any]]], Awaitable[None]]
 class _Pending:
     operation: Operation
     future: asyncio.Future[Any]
-
-
-def event_message(event: Event) -> dict[str, Any]:
-    """An event as the feed sends it."""
-    return {
-        "type": event.type,
-        "seq": event.seq,
-        "workflow_id": event.workflow_id,
-        "at": event.created_at.isoformat(),
-        **event.payload,
-    }
 
 
 class Writer:

@@ -62,6 +62,16 @@ async def list_workflows() -> Response:
     return json_response(body)
 
 
+@bp.get("/workflows/stats")
+async def workflow_stats() -> Response:
+    """How many workflows there are in each status (the dashboard's counters)."""
+    app = panoptes()
+    await app.sweep_if_due()
+    async with app.sessions() as session:
+        counts = await queries.status_counts(session)
+    return json_response({"counts": counts, "total": sum(counts.values())})
+
+
 async def _workflow_or_404(workflow_id: int) -> dict[str, object]:
     app = panoptes()
     await app.sweep_if_due()

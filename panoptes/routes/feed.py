@@ -1,0 +1,125 @@
+"""The websocket feed: /ws (every workflow) and /ws/workflow/<id> (one workflow's jobs).
+
+Protocol (docs/feed.md): the server sends JSON text messages, each with "type" and "seq".
+It starts with {"type": "hello", "seq": N}. A client that reconnects with ?since=<seq>
+first gets every event after that seq from the database, then live events, with no gap
+and no duplicate: the subscription is opened before the replay, and live events already
+replayed are skipped by seq. A subscriber that falls behind gets {"type": "resync"} and the
+server replays what it missed from the database. {"type": "ping"} comes every
+PANOPTES_WS_PING_SECONDS so proxies keep the connection open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from urllib.parse import urlsplit
+
+import orjson
+from quart import Blueprint, abort, websocket
+
+from .. import __version__, queries
+from ..hub import RESYNC, Subscription
+from .common import panoptes
+
+bp = Blueprint("feed", __name__)
+
+
+def _origin_allowed() -> bool:
+    origin = websocket.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser: scripts and other servers
+    allowed = panoptes().config.allowed_origins
+    if "*" in allowed or origin.rstrip("/") in allowed:
+        return True
+    return urlsplit(origin).netloc == websocket.headers.get("Host", "")
+
+
+def _since() -> int | None:
+    raw = websocket.args.get("since")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        abort(400, description="since must be a sequence number (a whole number >= 0)")
+    return int(raw)
+
+
+async def _send(message: dict[str, object]) -> None:
+    await websocket.send(orjson.dumps(message).decode())
+
+
+class _Stream:
+    """One connection's position in the event sequence."""
+
+    def __init__(self, workflow_id: int | None, last: int) -> None:
+        self.workflow_id = workflow_id
+        self.last = last
+
+    async def replay(self) -> None:
+        app = panoptes()
+        while True:
+            async with app.sessions() as session:
+                missed = await queries.events_since(session, self.last, self.workflow_id)
+            for message in missed:
+                await websocket.send(orjson.dumps(message).decode())
+                self.last = message["seq"]
+            if len(missed) < 1000:
+                return
+
+    async def follow(self, subscription: Subscription, ping_seconds: float) -> None:
+        while True:
+            try:
+                item = await asyncio.wait_for(subscription.get(), ping_seconds)
+            except TimeoutError:
+                await _send({"type": "ping", "seq": self.last})
+                continue
+            if item is RESYNC:
+                await _send({"type": "resync", "seq": self.last})
+                await self.replay()
+            elif item.seq > self.last:
+                await websocket.send(item.text)
+                self.last = item.seq
+
+
+async def _serve(workflow_id: int | None) -> None:
+    if not _origin_allowed():
+        abort(403, description="this Origin may not open the feed; see PANOPTES_ALLOWED_ORIGINS")
+    since = _since()
+    app = panoptes()
+    if workflow_id is not None:
+        async with app.sessions() as session:
+            if await queries.get_workflow(session, workflow_id) is None:
+                abort(404, description=f"no workflow with id {workflow_id}")
+    with app.hub.subscribe(workflow_id) as subscription:
+        await websocket.accept()
+        async with app.sessions() as session:
+            head = await queries.last_seq(session)
+        stream = _Stream(workflow_id, head if since is None else since)
+        await _send(
+            {"type": "hello", "seq": head, "workflow_id": workflow_id, "version": __version__}
+        )
+        if since is not None:
+            await stream.replay()
+        reader = asyncio.create_task(_drain_incoming())
+        try:
+            await stream.follow(subscription, app.config.ws_ping_seconds)
+        finally:
+            reader.cancel()
+            with suppress(asyncio.CancelledError):
+                await reader
+
+
+async def _drain_incoming() -> None:
+    """Read (and ignore) what the client sends, so its pings and close are processed."""
+    while True:
+        await websocket.receive()
+
+
+@bp.websocket("/ws")
+async def feed_all() -> None:
+    await _serve(None)
+
+
+@bp.websocket("/ws/workflow/<int:workflow_id>")
+async def feed_workflow(workflow_id: int) -> None:
+    await _serve(workflow_id)

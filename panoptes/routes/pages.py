@@ -1,0 +1,107 @@
+"""Server-rendered pages; panoptes-feed.js then keeps them current over the websocket."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, redirect, render_template, request
+
+from .. import __version__, queries
+from ..status import JobStatus, WorkflowStatus
+from ..views import job_view, workflow_view
+from .common import BadRequest, int_arg, panoptes
+
+bp = Blueprint("pages", __name__)
+
+PAGE_SIZE = 200
+MAX_JOBS_SHOWN = 5000
+
+
+async def _page(template: str, **context: object) -> Response:
+    html = await render_template(template, version=__version__, **context)
+    return Response(html, content_type="text/html; charset=utf-8")
+
+
+@bp.get("/")
+async def dashboard() -> Response:
+    status = request.args.get("status") or None
+    if status is not None and status not in {s.value for s in WorkflowStatus}:
+        raise BadRequest(f"unknown status {status!r}")
+    search = (request.args.get("q") or "").strip() or None
+    offset = int_arg("offset", 0)
+    app = panoptes()
+    await app.sweep_if_due()
+    async with app.sessions() as session:
+        seq = await queries.last_seq(session)
+        counts = await queries.status_counts(session)
+        workflows, matching = await queries.list_workflows(
+            session,
+            queries.Page(limit=PAGE_SIZE, offset=offset),
+            [status] if status else None,
+            search,
+        )
+    return await _page(
+        "dashboard.html",
+        seq=seq,
+        counts=counts,
+        total=sum(counts.values()),
+        statuses=[s.value for s in WorkflowStatus],
+        status=status,
+        search=search or "",
+        workflows=[workflow_view(wf) for wf in workflows],
+        matching=matching,
+        offset=offset,
+        page_size=PAGE_SIZE,
+    )
+
+
+@bp.get("/workflows")
+@bp.get("/workflows/")
+async def workflows_list() -> Response:
+    return redirect("/", 308)  # type: ignore[return-value]
+
+
+async def _workflow(workflow_id: int) -> dict[str, object]:
+    app = panoptes()
+    await app.sweep_if_due()
+    async with app.sessions() as session:
+        wf = await queries.get_workflow(session, workflow_id)
+    if wf is None:
+        raise BadRequest(f"no workflow with id {workflow_id}", status=404, error="not found")
+    return workflow_view(wf)
+
+
+@bp.get("/workflow/<int:workflow_id>")
+async def workflow_page(workflow_id: int) -> Response:
+    workflow = await _workflow(workflow_id)
+    async with panoptes().sessions() as session:
+        seq = await queries.last_seq(session)
+        rules = await queries.rule_progress(session, workflow_id)
+        jobs, count = await queries.list_jobs(
+            session, workflow_id, queries.Page(limit=MAX_JOBS_SHOWN)
+        )
+    return await _page(
+        "workflow.html",
+        seq=seq,
+        workflow=workflow,
+        rules=rules,
+        jobs=[job_view(job) for job in jobs],
+        job_count=count,
+        job_statuses=[s.value for s in JobStatus],
+    )
+
+
+@bp.get("/workflow/<int:workflow_id>/job/<int:jobid>")
+async def job_page(workflow_id: int, jobid: int) -> Response:
+    workflow = await _workflow(workflow_id)
+    async with panoptes().sessions() as session:
+        seq = await queries.last_seq(session)
+        job = await queries.get_job(session, workflow_id, jobid)
+    if job is None:
+        raise BadRequest(
+            f"workflow {workflow_id} has no job {jobid}", status=404, error="not found"
+        )
+    return await _page("job.html", seq=seq, workflow=workflow, job=job_view(job))
+
+
+@bp.get("/about")
+async def about() -> Response:
+    return await _page("about.html", seq=0)

@@ -1,0 +1,492 @@
+/*
+ * pages.js: keeps the server-rendered pages current from the websocket feed.
+ * Rows are cloned from <template> elements the server renders with the same macros as
+ * the rows themselves, and every value is set with textContent: user text is never HTML.
+ */
+(function () {
+  "use strict";
+
+  const body = document.body;
+  const page = body.dataset.page;
+  const startSeq = Number(body.dataset.seq || 0);
+
+  // ---- formatting
+
+  function formatTime(iso) {
+    if (!iso) return "–";
+    const d = new Date(iso);
+    if (isNaN(d)) return iso;
+    return d.toLocaleString(undefined, {
+      year: "numeric", month: "short", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit",
+    });
+  }
+
+  function formatDuration(ms) {
+    if (!(ms >= 0)) return "–";
+    if (ms < 10000) return (ms / 1000).toFixed(1) + "s";
+    let s = Math.round(ms / 1000);
+    const d = Math.floor(s / 86400); s -= d * 86400;
+    const h = Math.floor(s / 3600); s -= h * 3600;
+    const m = Math.floor(s / 60); s -= m * 60;
+    if (d) return d + "d " + h + "h";
+    if (h) return h + "h " + m + "m";
+    if (m) return m + "m " + s + "s";
+    return s + "s";
+  }
+
+  function describe(value) {
+    if (value == null || value === "") return "–";
+    if (Array.isArray(value)) return value.length ? value.join(", ") : "–";
+    if (typeof value === "object") {
+      const parts = Object.entries(value).map(([k, v]) => k + "=" + v);
+      return parts.length ? parts.join(", ") : "–";
+    }
+    return String(value);
+  }
+
+  function refreshTimes(scope) {
+    for (const el of scope.querySelectorAll("time[datetime]")) {
+      el.textContent = formatTime(el.getAttribute("datetime"));
+    }
+  }
+
+  function refreshDurations(scope) {
+    const now = Date.now();
+    for (const el of scope.querySelectorAll("[data-duration]")) {
+      const start = el.dataset.start;
+      if (!start) { el.textContent = "–"; continue; }
+      const end = el.dataset.end ? Date.parse(el.dataset.end) : now;
+      el.textContent = formatDuration(end - Date.parse(start));
+    }
+  }
+
+  function setBar(svg, done, total, running, error) {
+    if (!svg) return;
+    const t = total > 0 ? total : 1;
+    const parts = [["done", done || 0], ["running", running || 0], ["error", error || 0]];
+    let x = 0;
+    for (const [name, value] of parts) {
+      const rect = svg.querySelector('[data-bar="' + name + '"]');
+      const width = Math.max(0, Math.min(100 - x, (100 * value) / t));
+      if (rect) {
+        rect.setAttribute("x", x.toFixed(2));
+        rect.setAttribute("width", width.toFixed(2));
+      }
+      x += width;
+    }
+  }
+
+  function setStatus(el, status) {
+    el.dataset.status = status;
+    const badge = el.querySelector("[data-status]");
+    if (badge) {
+      badge.textContent = status;
+      badge.className = "badge status-" + String(status).toLowerCase();
+    }
+  }
+
+  // Fill every [data-field], [data-time] and [data-duration] inside el from obj.
+  function fill(el, obj) {
+    for (const node of el.querySelectorAll("[data-field]")) {
+      const key = node.dataset.field;
+      if (!(key in obj)) continue;
+      const value = obj[key];
+      if (key === "error") {
+        node.textContent = value || "";
+        node.hidden = !value;
+      } else if (key === "name" || key === "jobid" || key === "id") {
+        node.textContent = value == null ? "" : String(value);
+      } else if (key === "rule") {
+        node.textContent = value || "(unnamed)";
+      } else {
+        node.textContent = describe(value);
+      }
+    }
+    for (const node of el.querySelectorAll("[data-time]")) {
+      const key = node.dataset.time;
+      if (!(key in obj)) continue;
+      const time = node.querySelector("time");
+      if (time) {
+        time.setAttribute("datetime", obj[key] || "");
+        time.textContent = formatTime(obj[key]);
+      }
+    }
+    for (const node of el.querySelectorAll("[data-duration]")) {
+      if ("started_at" in obj) node.dataset.start = obj.started_at || "";
+      if ("finished_at" in obj) node.dataset.end = obj.finished_at || "";
+    }
+    if ("status" in obj) setStatus(el, obj.status);
+    refreshDurations(el);
+  }
+
+  function cloneTemplate(id) {
+    const template = document.getElementById(id);
+    return template.content.firstElementChild.cloneNode(true);
+  }
+
+  // ---- live indicator and user actions
+
+  function connectIndicator(feed) {
+    const indicator = document.getElementById("live-indicator");
+    const set = (state) => {
+      indicator.dataset.state = state;
+      indicator.textContent = state;
+    };
+    feed.on("open", () => set("live"));
+    feed.on("close", () => set("reconnecting"));
+  }
+
+  async function call(method, url, payload) {
+    const options = {method, headers: {"X-Requested-With": "panoptes"}};
+    if (payload !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(payload);
+    }
+    const response = await fetch(url, options);
+    if (!response.ok) {
+      let detail = response.statusText;
+      try {
+        const error = await response.json();
+        detail = error.detail || error.error || detail;
+      } catch (err) { /* not JSON */ }
+      window.alert("panoptes: " + detail);
+      return false;
+    }
+    return true;
+  }
+
+  function bindActions(container, workflowIdOf, nameOf) {
+    container.addEventListener("click", async (click) => {
+      const button = click.target.closest("button[data-action]");
+      if (!button) return;
+      const id = workflowIdOf(button);
+      if (!id) return;
+      const url = "/api/workflow/" + id;
+      const action = button.dataset.action;
+      if (action === "rename") {
+        const name = window.prompt("New name for workflow " + id, nameOf(button));
+        if (name && name.trim()) await call("PUT", url, {name: name.trim()});
+      } else if (action === "cancel") {
+        if (window.confirm("Mark workflow " + id + " as cancelled? (Snakemake itself is not stopped.)")) {
+          await call("POST", url + "/cancel");
+        }
+      } else if (action === "delete") {
+        if (window.confirm("Delete workflow " + id + " and all its jobs?")) {
+          if (await call("DELETE", url) && page !== "dashboard") window.location.assign("/");
+        }
+      }
+    });
+  }
+
+  // ---- dashboard
+
+  function dashboard() {
+    const table = document.getElementById("workflows");
+    const tbody = table.querySelector("tbody");
+    const empty = document.getElementById("empty-state");
+    const filterStatus = body.dataset.filterStatus || "";
+    const filterQ = (body.dataset.filterQ || "").toLowerCase();
+    const matches = (wf) =>
+      (!filterStatus || wf.status === filterStatus) &&
+      (!filterQ || wf.name.toLowerCase().includes(filterQ));
+    const rowOf = (id) => tbody.querySelector('tr[data-workflow-id="' + id + '"]');
+
+    function updateRow(row, wf) {
+      fill(row, wf);
+      row.querySelector('[data-field="progress"]').textContent = wf.jobs_done + " / " + wf.jobs_total;
+      row.querySelector('a[data-field="name"]').href = "/workflow/" + wf.id;
+      setBar(row.querySelector("svg.bar"), wf.jobs_done, wf.jobs_total);
+    }
+
+    function upsert(wf) {
+      let row = rowOf(wf.id);
+      if (!matches(wf)) {
+        if (row) row.remove();
+      } else if (row) {
+        updateRow(row, wf);
+      } else {
+        row = cloneTemplate("workflow-row-template");
+        row.dataset.workflowId = wf.id;
+        updateRow(row, wf);
+        // Newest first: a new id goes above every smaller one.
+        const after = Array.from(tbody.rows).find((r) => Number(r.dataset.workflowId) < wf.id);
+        tbody.insertBefore(row, after || null);
+      }
+      showTable();
+    }
+
+    function showTable() {
+      const any = tbody.rows.length > 0;
+      table.hidden = !any;
+      empty.hidden = any;
+    }
+
+    let statsTimer = null;
+    function refreshCounts() {
+      clearTimeout(statsTimer);
+      statsTimer = setTimeout(async () => {
+        const response = await fetch("/api/workflows/stats");
+        if (!response.ok) return;
+        const stats = await response.json();
+        for (const el of document.querySelectorAll("[data-count]")) {
+          const key = el.dataset.count;
+          el.textContent = key === "total" ? stats.total : (stats.counts[key] || 0);
+        }
+      }, 200);
+    }
+
+    bindActions(tbody, (b) => b.closest("tr").dataset.workflowId,
+      (b) => b.closest("tr").querySelector('[data-field="name"]').textContent);
+
+    const feed = new PanoptesFeed({since: startSeq});
+    connectIndicator(feed);
+    feed.on("workflow.*", (event) => {
+      if (event.type === "workflow.deleted") {
+        const row = rowOf(event.workflow.id);
+        if (row) row.remove();
+        showTable();
+      } else {
+        upsert(event.workflow);
+      }
+      refreshCounts();
+    });
+    feed.on("resync", refreshCounts);
+    feed.start();
+  }
+
+  // ---- workflow page
+
+  function timeline(jobs) {
+    const container = document.getElementById("timeline");
+    const started = jobs.filter((j) => j.started_at).sort(
+      (a, b) => Date.parse(a.started_at) - Date.parse(b.started_at) || a.jobid - b.jobid);
+    container.textContent = "";
+    if (!started.length) {
+      const p = document.createElement("p");
+      p.className = "empty";
+      p.textContent = "No job has started yet.";
+      container.appendChild(p);
+      return;
+    }
+    const now = Date.now();
+    const t0 = Date.parse(started[0].started_at);
+    const t1 = Math.max(...started.map((j) => (j.finished_at ? Date.parse(j.finished_at) : now)));
+    const span = Math.max(t1 - t0, 1000);
+    const rowHeight = 18;
+    const labelWidth = 30;
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 100 " + started.length * rowHeight);
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("height", String(started.length * rowHeight));
+    svg.classList.add("gantt");
+    started.forEach((job, i) => {
+      const start = Date.parse(job.started_at);
+      const end = job.finished_at ? Date.parse(job.finished_at) : now;
+      const x = labelWidth + ((100 - labelWidth) * (start - t0)) / span;
+      const w = Math.max(0.3, ((100 - labelWidth) * (end - start)) / span);
+      const rect = document.createElementNS(ns, "rect");
+      rect.setAttribute("x", x.toFixed(3));
+      rect.setAttribute("y", String(i * rowHeight + 3));
+      rect.setAttribute("width", w.toFixed(3));
+      rect.setAttribute("height", String(rowHeight - 6));
+      rect.setAttribute("class", "gantt-" + String(job.status).toLowerCase());
+      const title = document.createElementNS(ns, "title");
+      title.textContent = (job.rule || "job") + " " + describe(job.wildcards) + " · " + job.status +
+        " · " + formatDuration(end - start);
+      rect.appendChild(title);
+      svg.appendChild(rect);
+    });
+    const labels = document.createElement("ol");
+    labels.className = "gantt-labels";
+    started.forEach((job) => {
+      const li = document.createElement("li");
+      li.textContent = job.jobid + " " + (job.rule || "?") +
+        (job.wildcards && Object.keys(job.wildcards).length ? " (" + describe(job.wildcards) + ")" : "");
+      labels.appendChild(li);
+    });
+    container.appendChild(labels);
+    container.appendChild(svg);
+  }
+
+  function workflowPage() {
+    const workflowId = Number(body.dataset.workflowId);
+    const header = document.getElementById("workflow");
+    const jobsBody = document.querySelector("#jobs tbody");
+    const rulesTable = document.getElementById("rules");
+    const rulesBody = rulesTable.querySelector("tbody");
+    const filters = document.getElementById("job-filters");
+    const jobs = new Map(JSON.parse(document.getElementById("initial-jobs").textContent)
+      .map((j) => [j.jobid, j]));
+
+    function applyFilters() {
+      const status = filters.elements.status.value;
+      const rule = filters.elements.rule.value;
+      let shown = 0;
+      for (const row of jobsBody.rows) {
+        const visible = (!status || row.dataset.status === status) &&
+          (!rule || row.dataset.rule === rule);
+        row.hidden = !visible;
+        if (visible) shown += 1;
+      }
+      document.getElementById("job-count").textContent =
+        shown === jobsBody.rows.length ? String(shown) : shown + " of " + jobsBody.rows.length;
+    }
+    filters.addEventListener("change", applyFilters);
+
+    function addRuleOption(rule) {
+      const select = filters.elements.rule;
+      if (Array.from(select.options).some((o) => o.value === rule)) return;
+      const option = document.createElement("option");
+      option.value = rule;
+      option.textContent = rule || "(unnamed)";
+      select.appendChild(option);
+    }
+
+    function upsertJob(job) {
+      jobs.set(job.jobid, job);
+      let row = jobsBody.querySelector('tr[data-jobid="' + job.jobid + '"]');
+      if (!row) {
+        row = cloneTemplate("job-row-template");
+        jobsBody.appendChild(row);
+      }
+      row.dataset.jobid = job.jobid;
+      row.dataset.rule = job.rule || "";
+      fill(row, job);
+      row.querySelector('a[data-field="jobid"]').href = "/workflow/" + workflowId + "/job/" + job.jobid;
+      addRuleOption(job.rule || "");
+      applyFilters();
+      scheduleTimeline();
+    }
+
+    function upsertRule(rule) {
+      let row = Array.from(rulesBody.rows).find((r) => r.dataset.rule === rule.rule);
+      if (!row) {
+        row = cloneTemplate("rule-row-template");
+        row.dataset.rule = rule.rule;
+        const after = Array.from(rulesBody.rows).find((r) => r.dataset.rule > rule.rule);
+        rulesBody.insertBefore(row, after || null);
+      }
+      if (rule.total === 0) {
+        row.remove();
+      } else {
+        fill(row, rule);
+        setBar(row.querySelector("svg.bar"), rule.done, rule.total, rule.running, rule.error);
+      }
+      rulesTable.hidden = rulesBody.rows.length === 0;
+      document.getElementById("rules-empty").hidden = rulesBody.rows.length > 0;
+    }
+
+    function updateWorkflow(wf) {
+      fill(header, wf);
+      header.querySelector('[data-field="progress"]').textContent = wf.jobs_done + " / " + wf.jobs_total;
+      setBar(header.querySelector("svg.bar"), wf.jobs_done, wf.jobs_total);
+      document.title = wf.name + " · panoptes";
+    }
+
+    let timelineTimer = null;
+    function scheduleTimeline() {
+      if (timelineTimer) return;
+      timelineTimer = setTimeout(() => { timelineTimer = null; timeline(Array.from(jobs.values())); }, 250);
+    }
+
+    bindActions(header, () => workflowId,
+      () => header.querySelector('[data-field="name"]').textContent);
+
+    const feed = new PanoptesFeed({workflowId, since: startSeq});
+    connectIndicator(feed);
+    feed.on("workflow.*", (event) => {
+      if (event.type === "workflow.deleted") {
+        header.dataset.status = "deleted";
+        const badge = header.querySelector("[data-status]");
+        badge.textContent = "deleted";
+        feed.stop();
+        return;
+      }
+      if (event.type === "workflow.reset") {
+        jobs.clear();
+        jobsBody.textContent = "";
+        rulesBody.textContent = "";
+        scheduleTimeline();
+      }
+      updateWorkflow(event.workflow);
+    });
+    feed.on("job.updated", (event) => upsertJob(event.job));
+    feed.on("rule.updated", (event) => upsertRule(event.rule));
+    feed.start();
+    timeline(Array.from(jobs.values()));
+    setInterval(() => {
+      if (Array.from(jobs.values()).some((j) => j.status === "Running")) scheduleTimeline();
+    }, 2000);
+  }
+
+  // ---- job page
+
+  function jobPage() {
+    const workflowId = Number(body.dataset.workflowId);
+    const jobid = Number(body.dataset.jobid);
+    const section = document.getElementById("job");
+
+    function setList(name, values) {
+      const list = document.querySelector('[data-list="' + name + '"]');
+      list.textContent = "";
+      for (const value of values.length ? values : [null]) {
+        const li = document.createElement("li");
+        if (value == null) {
+          li.className = "muted";
+          li.textContent = "none";
+        } else {
+          const code = document.createElement("code");
+          code.textContent = value;
+          li.appendChild(code);
+        }
+        list.appendChild(li);
+      }
+    }
+
+    function setAttempts(attempts) {
+      const tbody = document.querySelector("#attempts tbody");
+      tbody.textContent = "";
+      for (const a of attempts) {
+        const tr = document.createElement("tr");
+        const cells = [String(a.attempt), a.status, formatTime(a.started_at),
+          formatTime(a.finished_at), a.error || ""];
+        cells.forEach((text, i) => {
+          const td = document.createElement("td");
+          if (i === 1) {
+            const badge = document.createElement("span");
+            badge.className = "badge status-" + String(text).toLowerCase();
+            badge.textContent = text;
+            td.appendChild(badge);
+          } else {
+            td.textContent = text;
+          }
+          tr.appendChild(td);
+        });
+        tbody.appendChild(tr);
+      }
+    }
+
+    const feed = new PanoptesFeed({workflowId, since: startSeq});
+    connectIndicator(feed);
+    feed.on("job.updated", (event) => {
+      const job = event.job;
+      if (job.jobid !== jobid) return;
+      fill(section, job);
+      document.querySelector('[data-field="shell_command"]').textContent = job.shell_command || "–";
+      setList("input", job.input);
+      setList("output", job.output);
+      setList("log", job.log);
+      setAttempts(job.attempts || []);
+    });
+    feed.start();
+  }
+
+  refreshTimes(document);
+  refreshDurations(document);
+  setInterval(() => refreshDurations(document), 1000);
+  if (page === "dashboard") dashboard();
+  else if (page === "workflow") workflowPage();
+  else if (page === "job") jobPage();
+})();
