@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from quart import Quart, Response, render_template, request
+from quart import Quart, Response, has_request_context, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
@@ -44,6 +44,8 @@ def create_app(config: Config | None = None) -> Quart:
 
 def _wants_html() -> bool:
     """Browsers asking for a page get an HTML error page; everything else gets JSON."""
+    if not has_request_context():  # a refused websocket handshake
+        return False
     if request.path.startswith(("/api/", "/ws")) or wms.called_by_clients(
         request.method, request.path
     ):
@@ -67,7 +69,7 @@ def _register_errors(app: Quart) -> None:
 
     @app.errorhandler(DomainError)
     async def refused(exc: DomainError) -> Response:
-        if exc.status >= 400 and request.path == "/update_workflow_status":
+        if has_request_context() and request.path == "/update_workflow_status":
             log.warning("refused a message from %s: %s", request.remote_addr, exc.detail)
         return await _error(exc.status, exc.error, exc.detail)
 
@@ -81,6 +83,9 @@ def _register_errors(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def crashed(exc: Exception) -> Response:
+        if not has_request_context():
+            log.exception("unhandled error in a websocket handler")
+            return error_response(500, "internal error", type(exc).__name__)
         log.exception("unhandled error on %s %s", request.method, request.path)
         # Snakemake 7/8 abort the user's run on a 500 from the paths they call, and
         # carry on after a 503.

@@ -87,6 +87,7 @@ class Config:
                 if origin.strip()
             ),
             ws_ping_seconds=_float(env, "PANOPTES_WS_PING_SECONDS", cls.ws_ping_seconds),
+            subscriber_queue=_int(env, "PANOPTES_SUBSCRIBER_QUEUE", cls.subscriber_queue),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         if "db_url" in given:
