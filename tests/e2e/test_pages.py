@@ -1,0 +1,366 @@
+"""The pages in a real headless Chromium against a real server, updating while events arrive.
+
+Every test loads a page once, then posts recorded Snakemake traffic (or hand-made events) to the
+server and waits for the page to change by itself. A marker set on `window` after the load and
+the navigation count prove the page was never reloaded. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from ..conftest import CAPTURES, ROOT, LiveServer, form_body
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("PANOPTES_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "pages"
+TIMEOUT_MS = 5_000
+NO_VALUE = "\N{EN DASH}"  # what the pages show for a missing time
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(db=tmp_path_factory.mktemp("pages") / "pages.db").start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def api(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+async def clean(api: httpx.AsyncClient) -> None:
+    """Each test starts from an empty server, so its workflow gets a known place."""
+    for workflow in (await api.get("/api/workflows", params={"limit": 1000})).json()["workflows"]:
+        if workflow["status"] == "Running":
+            await api.post(f"/api/workflow/{workflow['id']}/cancel")
+    assert (await api.delete("/api/workflows/all")).status_code == 200
+
+
+async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    await page.goto(url)
+    await expect(page.locator("#live-indicator")).to_have_text("live", timeout=TIMEOUT_MS)
+    await page.evaluate("window.__loadedOnce = true")
+    return page
+
+
+async def assert_never_reloaded(page: Page) -> None:
+    assert await page.evaluate("window.__loadedOnce === true"), "the page was reloaded"
+    navigations = await page.evaluate("performance.getEntriesByType('navigation').length")
+    assert navigations == 1
+
+
+async def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def capture(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (CAPTURES / f"{name}.jsonl").read_text().splitlines()]
+
+
+class Replay:
+    """Sends a recorded run to the server request by request, rewriting the workflow id."""
+
+    def __init__(self, api: httpx.AsyncClient, name: str) -> None:
+        self.api = api
+        self.requests = capture(name)
+        self.position = 0
+        self.workflow_id = 0
+
+    async def start(self) -> int:
+        first = self.requests[0]
+        assert first["path"] == "/create_workflow"
+        response = await self.api.get("/create_workflow")
+        assert response.status_code == 200, response.text
+        self.workflow_id = response.json()["id"]
+        self.position = 1
+        return self.workflow_id
+
+    async def until(self, predicate: Any) -> None:
+        """Send requests up to and including the first whose message satisfies predicate."""
+        while self.position < len(self.requests):
+            request = self.requests[self.position]
+            self.position += 1
+            msg = await self._send(request)
+            if msg is not None and predicate(msg):
+                return
+        raise AssertionError("the capture has no such message")
+
+    async def rest(self) -> None:
+        while self.position < len(self.requests):
+            await self._send(self.requests[self.position])
+            self.position += 1
+
+    async def _send(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        if request["path"] != "/update_workflow_status":
+            response = await self.api.request(request["method"], request["path"])
+            assert response.status_code < 300
+            return None
+        msg = request["msg_json"]
+        response = await self.api.post(
+            "/update_workflow_status",
+            content=form_body(self.workflow_id, msg),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = msg
+        return result
+
+
+def first_job_done(msg: dict[str, Any]) -> bool:
+    return msg.get("level") == "progress" and msg.get("done") == 1
+
+
+async def test_workflow_page_follows_a_run_without_reloading(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    replay = Replay(api, "sm9-success")
+    workflow_id = await replay.start()
+    errors: list[str] = []
+    page = await open_page(browser, f"{server.url}/workflow/{workflow_id}", errors)
+    header = page.locator("#workflow")
+    await expect(header.locator("[data-status]")).to_have_text("Running")
+    await expect(page.locator("#rules-empty")).to_be_visible()
+
+    # The first progress message says how many jobs there are: the counter picks it up.
+    await replay.until(first_job_done)
+    await expect(header.locator('[data-field="progress"]')).to_have_text("1 / 8")
+    rows = page.locator("#jobs tbody tr")
+    await expect(rows).not_to_have_count(0)
+    await expect(page.locator('#rules tr[data-rule="make"]')).to_be_visible()
+    await expect(page.locator("#rules-empty")).to_be_hidden()
+    await screenshot(page, "workflow-running")
+
+    await replay.rest()
+    await expect(header.locator("[data-status]")).to_have_text("Done", timeout=TIMEOUT_MS)
+    await expect(header.locator('[data-field="progress"]')).to_have_text("8 / 8")
+    await expect(rows).to_have_count(8)
+    for status in await rows.locator("[data-status]").all_text_contents():
+        assert status == "Done"
+    # Jobs are announced before their rule is known; no rule-less row may stay behind.
+    await expect(page.locator("#rules tbody tr")).to_have_count(4)
+    make = page.locator('#rules tr[data-rule="make"]')
+    await expect(make.locator('[data-field="done"]')).to_have_text("3")
+    await expect(make.locator('[data-field="total"]')).to_have_text("3")
+    await expect(make.locator('[data-field="error"]')).to_have_text("0")
+    done_width = await header.locator('[data-bar="done"]').get_attribute("width")
+    assert done_width is not None and float(done_width) == pytest.approx(100)
+    await expect(page.locator("#timeline .gantt-labels li")).to_have_count(8)
+    await expect(page.locator("#timeline svg rect")).to_have_count(8)
+    await assert_never_reloaded(page)
+    await screenshot(page, "workflow-done")
+    assert errors == []
+
+
+async def test_dashboard_shows_new_workflows_and_moves_their_bars(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    errors: list[str] = []
+    page = await open_page(browser, server.url + "/", errors)
+    await expect(page.locator("#empty-state")).to_be_visible()
+    await expect(page.locator("#empty-state")).to_contain_text("--logger panoptes")
+    await screenshot(page, "dashboard-empty")
+
+    replay = Replay(api, "sm9-success")
+    workflow_id = await replay.start()
+    row = page.locator(f'#workflows tr[data-workflow-id="{workflow_id}"]')
+    await expect(row).to_be_visible(timeout=TIMEOUT_MS)
+    await expect(page.locator("#empty-state")).to_be_hidden()
+    await expect(page.locator('[data-count="Running"]')).to_have_text("1")
+
+    await replay.until(first_job_done)
+    await expect(row.locator('[data-field="progress"]')).to_have_text("1 / 8")
+    half = float(await row.locator('[data-bar="done"]').get_attribute("width") or "nan")
+    assert half == pytest.approx(12.5)
+
+    await replay.rest()
+    await expect(row.locator("[data-status]")).to_have_text("Done", timeout=TIMEOUT_MS)
+    await expect(row.locator('[data-field="progress"]')).to_have_text("8 / 8")
+    await expect(page.locator('[data-count="Done"]')).to_have_text("1")
+    await expect(page.locator('[data-count="Running"]')).to_have_text("0")
+    await assert_never_reloaded(page)
+    await screenshot(page, "dashboard")
+    assert errors == []
+
+
+async def test_failed_run_shows_its_error_live(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    replay = Replay(api, "sm9-fail")
+    workflow_id = await replay.start()
+    errors: list[str] = []
+    page = await open_page(browser, f"{server.url}/workflow/{workflow_id}", errors)
+    error_box = page.locator('#workflow [data-field="error"]')
+    await expect(error_box).to_be_hidden()
+
+    await replay.rest()
+    await expect(page.locator("#workflow [data-status]")).to_have_text("Error", timeout=TIMEOUT_MS)
+    await expect(error_box).to_be_visible()
+    stored = (await api.get(f"/api/workflow/{workflow_id}")).json()["workflow"]["error"]
+    assert stored
+    await expect(error_box).to_have_text(stored)
+    await expect(page.locator('#jobs tbody tr[data-status="Error"]')).to_have_count(1)
+    await assert_never_reloaded(page)
+    await screenshot(page, "workflow-error")
+    assert errors == []
+
+
+async def test_job_page_follows_its_job(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    replay = Replay(api, "sm9-success")
+    workflow_id = await replay.start()
+    await replay.until(lambda msg: msg.get("level") == "job_info" and msg.get("name") == "make")
+    jobs = (await api.get(f"/api/workflow/{workflow_id}/jobs")).json()["jobs"]
+    job = next(j for j in jobs if j["rule"] == "make")
+    errors: list[str] = []
+    page = await open_page(
+        browser, f"{server.url}/workflow/{workflow_id}/job/{job['jobid']}", errors
+    )
+    section = page.locator("#job")
+    await expect(section.locator('[data-field="rule"]')).to_have_text("make")
+    await expect(page.locator('[data-list="output"]')).to_contain_text(job["output"][0])
+    await expect(section.locator("[data-status]")).not_to_have_text("Done")
+
+    await replay.rest()
+    await expect(section.locator("[data-status]")).to_have_text("Done", timeout=TIMEOUT_MS)
+    await expect(section.locator('[data-time="finished_at"] time')).not_to_have_text(NO_VALUE)
+    await expect(page.locator("#attempts tbody tr")).to_have_count(1)
+    await assert_never_reloaded(page)
+    await screenshot(page, "job")
+    assert errors == []
+
+
+async def test_rename_cancel_and_delete_from_the_workflow_page(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    workflow_id = (await api.get("/create_workflow")).json()["id"]
+    errors: list[str] = []
+    page = await open_page(browser, f"{server.url}/workflow/{workflow_id}", errors)
+    answers = iter(["renamed by the UI"])
+
+    async def answer(dialog: Any) -> None:
+        if dialog.type == "prompt":
+            await dialog.accept(next(answers))
+        else:
+            await dialog.accept()
+
+    page.on("dialog", answer)
+    await page.click('#workflow [data-action="rename"]')
+    await expect(page.locator('#workflow [data-field="name"]')).to_have_text("renamed by the UI")
+    assert (await api.get(f"/api/workflow/{workflow_id}")).json()["workflow"]["name"] == (
+        "renamed by the UI"
+    )
+
+    await page.click('#workflow [data-action="cancel"]')
+    await expect(page.locator("#workflow [data-status]")).to_have_text("Cancelled")
+    await screenshot(page, "workflow-cancelled")
+
+    await page.click('#workflow [data-action="delete"]')
+    await page.wait_for_url(server.url + "/")
+    assert (await api.get(f"/api/workflow/{workflow_id}")).status_code == 404
+    assert errors == []
+
+
+HOSTILE = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
+
+
+async def test_user_supplied_text_is_shown_as_text_never_run(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    workflow_id = (await api.get("/create_workflow")).json()["id"]
+    assert (
+        await api.put(f"/api/workflow/{workflow_id}", json={"name": "wf " + HOSTILE})
+    ).is_success
+
+    async def post(msg: dict[str, Any]) -> None:
+        response = await api.post(
+            "/update_workflow_status",
+            content=form_body(workflow_id, msg),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 200, response.text
+
+    hostile_job = {
+        "level": "job_info",
+        "jobid": 1,
+        "name": "rule" + HOSTILE,
+        "input": ["in/" + HOSTILE],
+        "output": ["out/" + HOSTILE],
+        "log": [],
+        "wildcards": {"sample": HOSTILE},
+        "shellcmd": "echo " + HOSTILE,
+    }
+    # Rendered by the server: the job exists before the pages load.
+    await post({"level": "progress", "done": 0, "total": 2})
+    await post(hostile_job)
+    errors: list[str] = []
+    pages = {
+        "dashboard": await open_page(browser, server.url + "/", errors),
+        "workflow": await open_page(browser, f"{server.url}/workflow/{workflow_id}", errors),
+        "job": await open_page(browser, f"{server.url}/workflow/{workflow_id}/job/1", errors),
+    }
+    # Rendered by the page's script: the same text arriving over the feed.
+    await post({**hostile_job, "jobid": 2})
+    # Snakemake sends the error text first, then the job_error that it belongs to.
+    await post({"level": "error", "msg": "error " + HOSTILE})
+    await post({"level": "job_error", "jobid": 1})
+
+    workflow = pages["workflow"]
+    await expect(
+        workflow.locator('#jobs tbody tr[data-jobid="2"] [data-field="rule"]')
+    ).to_have_text("rule" + HOSTILE, timeout=TIMEOUT_MS)
+    await expect(workflow.locator("#workflow [data-status]")).to_have_text("Error")
+    await expect(workflow.locator('#workflow [data-field="name"]')).to_have_text("wf " + HOSTILE)
+    await expect(
+        workflow.locator('#jobs tbody tr[data-jobid="1"] [data-field="rule"]')
+    ).to_have_text("rule" + HOSTILE)
+    job = pages["job"]
+    await expect(job.locator("#job [data-status]")).to_have_text("Error", timeout=TIMEOUT_MS)
+    await expect(job.locator('[data-field="shell_command"]')).to_have_text("echo " + HOSTILE)
+    await expect(job.locator('[data-list="input"]')).to_contain_text("in/" + HOSTILE)
+    await expect(job.locator('#job [data-field="error"]')).to_contain_text("error " + HOSTILE)
+    dashboard = pages["dashboard"]
+    await expect(dashboard.locator('#workflows [data-field="name"]').first).to_have_text(
+        "wf " + HOSTILE
+    )
+    for name, page in pages.items():
+        assert await page.evaluate("window.__xss") is None, f"script ran on the {name} page"
+        assert await page.locator("main script:not(#initial-jobs), main img").count() == 0, name
+        await screenshot(page, f"xss-{name}")
+    assert errors == []
