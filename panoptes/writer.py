@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .models import Event, Job, Workflow, utcnow
@@ -55,6 +55,9 @@ class Tx:
     jobs_cache: dict[tuple[int, int], Job]
     _dirty_workflows: dict[int, tuple[Workflow, str]] = field(default_factory=dict)
     _dirty_jobs: dict[int, Job] = field(default_factory=dict)
+    # Rules that jobs had when this operation looked them up: a job that moves from one rule
+    # to another (job_started names no rule, job_info does) changes the counts of both.
+    _rules_before: set[tuple[int, str | None]] = field(default_factory=set)
 
     def changed_workflow(self, wf: Workflow, kind: str = "workflow.updated") -> None:
         previous = self._dirty_workflows.get(id(wf))
@@ -77,16 +80,16 @@ class Tx:
         await self.session.flush()  # ids for new rows
         for wf, kind in self._dirty_workflows.values():
             self.emit(kind, wf.id, {"workflow": workflow_view(wf)})
-        rules: set[tuple[int, str | None]] = set()
+        rules = set(self._rules_before)
         for job in self._dirty_jobs.values():
             self.emit("job.updated", job.workflow_id, {"job": job_view(job)})
             rules.add((job.workflow_id, job.rule))
-            rules.update((job.workflow_id, old) for old in inspect(job).attrs.rule.history.deleted)
         for workflow_id, rule in sorted(rules, key=lambda key: (key[0], key[1] or "")):
             counts = await rule_counts(self.session, workflow_id, rule)
             self.emit("rule.updated", workflow_id, {"rule": counts})
         self._dirty_workflows.clear()
         self._dirty_jobs.clear()
+        self._rules_before.clear()
 
     async def job(self, workflow_id: int, jobid: int) -> Job | None:
         key = (workflow_id, jobid)
@@ -97,6 +100,8 @@ class Tx:
             )
             if job is not None:
                 self.jobs_cache[key] = job
+        if job is not None:
+            self._rules_before.add((workflow_id, job.rule))
         return job
 
     def add_job(self, job: Job) -> None:

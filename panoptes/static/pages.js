@@ -92,7 +92,7 @@
       const key = node.dataset.field;
       if (!(key in obj)) continue;
       const value = obj[key];
-      if (key === "error") {
+      if (key === "error" && typeof value !== "number") {  // a rule's "error" is a count
         node.textContent = value || "";
         node.hidden = !value;
       } else if (key === "name" || key === "jobid" || key === "id") {
