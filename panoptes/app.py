@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import __version__
 from .config import Config
-from .routes import api, feed, pages, wms
+from .routes import api, feed, metrics, pages, wms
 from .routes.common import BadRequest, error_response
 from .service import Panoptes
 from .writer import DomainError
@@ -29,6 +29,7 @@ def create_app(config: Config | None = None) -> Quart:
     app.register_blueprint(api.bp)
     app.register_blueprint(feed.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(metrics.bp)
     _register_errors(app)
 
     @app.before_serving
@@ -69,8 +70,6 @@ def _register_errors(app: Quart) -> None:
 
     @app.errorhandler(DomainError)
     async def refused(exc: DomainError) -> Response:
-        if has_request_context() and request.path == "/update_workflow_status":
-            log.warning("refused a message from %s: %s", request.remote_addr, exc.detail)
         return await _error(exc.status, exc.error, exc.detail)
 
     @app.errorhandler(HTTPException)

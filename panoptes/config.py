@@ -51,6 +51,17 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
@@ -71,6 +82,13 @@ class Config:
     ws_ping_seconds: float = 20.0
     # Events a subscriber may fall behind before it is told to resync.
     subscriber_queue: int = 1000
+    # Where live events cross processes: memory:// (one process), redis://host:port/n,
+    # or postgresql://... (LISTEN/NOTIFY).
+    broadcast_url: str = "memory://"
+    # Finished workflows older than this many days are removed; 0 keeps everything.
+    retention_days: float = 0.0
+    # Apply database migrations when the server starts.
+    auto_migrate: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Config:
@@ -88,6 +106,9 @@ class Config:
             ),
             ws_ping_seconds=_float(env, "PANOPTES_WS_PING_SECONDS", cls.ws_ping_seconds),
             subscriber_queue=_int(env, "PANOPTES_SUBSCRIBER_QUEUE", cls.subscriber_queue),
+            broadcast_url=env.get("PANOPTES_BROADCAST_URL", "").strip() or cls.broadcast_url,
+            retention_days=_float(env, "PANOPTES_RETENTION_DAYS", cls.retention_days),
+            auto_migrate=_bool(env, "PANOPTES_AUTO_MIGRATE", cls.auto_migrate),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         if "db_url" in given:

@@ -15,6 +15,7 @@ from . import ingest
 from .config import Config
 from .db import create_schema, make_engine, make_sessionmaker
 from .hub import Hub
+from .metrics import Metrics
 from .models import Workflow
 from .status import WorkflowStatus, can_move
 from .writer import DomainError, Tx, Writer
@@ -39,6 +40,7 @@ class Panoptes:
         self.engine = make_engine(config.db_url)
         self.sessions = make_sessionmaker(self.engine)
         self.hub = Hub(queue_size=config.subscriber_queue)
+        self.metrics = Metrics(lambda: self.hub.subscriber_count)
         self.writer = Writer(self.sessions, self.hub.publish, config.write_batch_size)
         self._last_sweep = 0.0
         self._sweeper: asyncio.Task[None] | None = None

@@ -7,10 +7,12 @@ message panoptes cannot use is answered 400 (or 413/415/422): they print it and 
 from __future__ import annotations
 
 import logging
+import time
 
 from quart import Blueprint, Response, request
 
 from .. import ingest
+from ..writer import DomainError
 from .common import BadRequest, body_fields, json_response, panoptes
 
 log = logging.getLogger(__name__)
@@ -45,18 +47,26 @@ async def create_workflow() -> Response:
         workdir=_text(fields, "workdir"),
         snakefile=_text(fields, "snakefile"),
     )
-    workflow = await panoptes().register(registration)
+    app = panoptes()
+    workflow = await app.register(registration)
+    app.metrics.workflows_registered.inc()
     log.info("registered workflow %s (%s)", workflow["id"], workflow["name"])
     return json_response(workflow)
 
 
 @bp.post("/update_workflow_status")
 async def update_workflow_status() -> Response:
+    app = panoptes()
+    started = time.perf_counter()
     try:
         fields = await body_fields(required=True)
         message = ingest.parse_message(fields)
-    except (BadRequest, ingest.IngestError) as exc:
+        stored = await app.ingest(message)
+    except (BadRequest, DomainError) as exc:  # DomainError: unknown workflow, bad fields
         log.warning("refused a message from %s: %s", request.remote_addr, exc)
+        app.metrics.events.labels(outcome="refused").inc()
         raise
-    stored = await panoptes().ingest(message)
+    outcome = "stored" if stored else "duplicate"
+    app.metrics.events.labels(outcome=outcome).inc()
+    app.metrics.ingest_seconds.observe(time.perf_counter() - started)
     return json_response({"status": "ok" if stored else "duplicate"})
