@@ -7,7 +7,7 @@ import logging
 from quart import Quart, Response, has_request_context, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from . import __version__
+from . import __version__, auth
 from .config import Config
 from .routes import api, feed, metrics, pages, wms
 from .routes.common import BadRequest, error_response
@@ -31,6 +31,7 @@ def create_app(config: Config | None = None) -> Quart:
     app.register_blueprint(pages.bp)
     app.register_blueprint(metrics.bp)
     _register_errors(app)
+    auth.install(app, config)
 
     @app.before_serving
     async def start() -> None:

@@ -62,6 +62,22 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _token(env: dict[str, str]) -> str | None:
+    """PANOPTES_TOKEN, or the first line of the file PANOPTES_TOKEN_FILE names."""
+    token = env.get("PANOPTES_TOKEN", "").strip()
+    path = env.get("PANOPTES_TOKEN_FILE", "").strip()
+    if path and not token:
+        try:
+            token = Path(path).expanduser().read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"PANOPTES_TOKEN_FILE: cannot read {path}: {exc}") from exc
+        if not token:
+            raise ConfigError(f"PANOPTES_TOKEN_FILE: {path} is empty")
+    if token and (len(token) < 16 or not token.isprintable() or "/" in token):
+        raise ConfigError("the token must be at least 16 printable characters, without '/'")
+    return token or None
+
+
 @dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
@@ -89,6 +105,12 @@ class Config:
     retention_days: float = 0.0
     # Apply database migrations when the server starts.
     auto_migrate: bool = True
+    # Shared secret for ingest and changes (and reads unless public_read); None: no auth.
+    token: str | None = field(default=None, repr=False)
+    # With a token set, whether pages, API reads and the feed stay open to everyone.
+    public_read: bool = True
+    # Who may show the pages in a frame (CSP frame-ancestors), e.g. "'self' https://lab.org".
+    frame_ancestors: str = "'self'"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Config:
@@ -109,6 +131,9 @@ class Config:
             broadcast_url=env.get("PANOPTES_BROADCAST_URL", "").strip() or cls.broadcast_url,
             retention_days=_float(env, "PANOPTES_RETENTION_DAYS", cls.retention_days),
             auto_migrate=_bool(env, "PANOPTES_AUTO_MIGRATE", cls.auto_migrate),
+            token=_token(env),
+            public_read=_bool(env, "PANOPTES_PUBLIC_READ", cls.public_read),
+            frame_ancestors=env.get("PANOPTES_FRAME_ANCESTORS", "").strip() or cls.frame_ancestors,
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         if "db_url" in given:

@@ -87,12 +87,21 @@ class Run:
         )
 
 
-def run_snakemake(binary: Path, workdir: Path, *args: str, timeout: float = 60) -> Run:
+def run_snakemake(
+    binary: Path,
+    workdir: Path,
+    *args: str,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> Run:
     command = [str(binary), "--cores", "1", *args]
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in SCRUBBED_ENV and not key.startswith("SNAKEMAKE_")
+        **{
+            key: value
+            for key, value in os.environ.items()
+            if key not in SCRUBBED_ENV and not key.startswith("SNAKEMAKE_")
+        },
+        **(env or {}),
     }
     try:
         done = subprocess.run(

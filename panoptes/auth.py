@@ -1,0 +1,180 @@
+"""Who may do what: an optional shared token, cross-site request refusal, security headers.
+
+With PANOPTES_TOKEN set, everything that changes state (ingest, rename, cancel, delete) needs
+the token; reading (pages, API reads, the feed) needs it too unless PANOPTES_PUBLIC_READ is on.
+The token is accepted from, in order:
+
+- `Authorization: Bearer <token>`: Snakemake 7/8 send it from WMS_MONITOR_TOKEN, scripts too;
+- a path prefix `/t/<token>/...`: the Snakemake 9 plugin cannot send headers, so it is
+  pointed at `http://host:5000/t/<token>` and calls `/t/<token>/create_workflow`;
+- the `panoptes_token` cookie, which a browser gets by opening `/t/<token>/` once.
+
+Whatever the token, a browser on another site may not change anything here (cross-site
+request forgery): requests that change state and carry an Origin (or Sec-Fetch-Site) from
+elsewhere are refused, and cookie-authenticated changes must carry the `X-Requested-With`
+header that the pages' script sends (another site cannot send it without a CORS preflight,
+which panoptes never grants).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+from urllib.parse import urlsplit
+
+from quart import Quart, Response, redirect, request, websocket
+from quart.typing import ASGIReceiveCallable, ASGISendCallable
+
+from .config import Config
+from .routes.common import error_response
+
+COOKIE = "panoptes_token"
+SCOPE_KEY = "panoptes.path_token"
+# Always open: the liveness check (container health checks, Snakemake 8's start-up probe)
+# and the static files every page needs, even the login-less error page.
+OPEN_PATHS = ("/api/service-info",)
+OPEN_PREFIXES = ("/static/",)
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# GET requests that nevertheless change state: registering a run.
+STATE_CHANGING_GETS = {"/create_workflow"}
+
+
+class TokenPrefix:
+    """ASGI middleware: `/t/<token>/rest` is served as `/rest`, remembering the token."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(
+        self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"].startswith("/t/"):
+            token, _, rest = scope["path"][3:].partition("/")
+            raw = scope.get("raw_path") or scope["path"].encode()
+            raw_rest = raw.split(b"/", 3)[3] if raw.count(b"/") >= 3 else b""
+            scope = {
+                **scope,
+                "path": "/" + rest,
+                "raw_path": b"/" + raw_rest,
+                SCOPE_KEY: token,
+            }
+        await self.app(scope, receive, send)
+
+
+def _path_token(scope: Any) -> str | None:
+    token = scope.get(SCOPE_KEY)
+    return token if isinstance(token, str) else None
+
+
+def _matches(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _bearer(headers: Any) -> str | None:
+    value = headers.get("Authorization", "")
+    scheme, _, credentials = value.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
+def _same_origin(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
+    return origin.rstrip("/") in allowed or "*" in allowed or urlsplit(origin).netloc == host
+
+
+def _changes_state(method: str, path: str) -> bool:
+    return method not in SAFE_METHODS or path in STATE_CHANGING_GETS
+
+
+def _cross_site(config: Config) -> bool:
+    """A browser on another site sent this (a simple form post or image needs no preflight)."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != "null":
+        return not _same_origin(origin, request.host, config.allowed_origins)
+    if origin == "null":
+        return True
+    return request.headers.get("Sec-Fetch-Site", "") in ("cross-site", "same-site")
+
+
+def install(app: Quart, config: Config) -> None:
+    """Wire the checks and headers into app (a no-op for auth when no token is set)."""
+    app.asgi_app = TokenPrefix(app.asgi_app)  # type: ignore[method-assign,assignment]
+
+    @app.before_request
+    async def check_request() -> Response | None:
+        path = request.path
+        changes = _changes_state(request.method, path)
+        if changes and _cross_site(config):
+            return error_response(
+                403, "forbidden", "requests from another site may not change anything here"
+            )
+        if config.token is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+            return None
+        if not changes and config.public_read:
+            return _login_redirect(config)
+        if _matches(_bearer(request.headers), config.token):
+            return None
+        if _matches(_path_token(request.scope), config.token):
+            return _login_redirect(config)
+        cookie = request.cookies.get(COOKIE)
+        if _matches(cookie, config.token) and (
+            not changes or request.headers.get("X-Requested-With")
+        ):
+            return None
+        response = error_response(
+            401,
+            "unauthorized",
+            "this panoptes needs its token: send 'Authorization: Bearer <token>' or use the "
+            "address http://host:port/t/<token>",
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="panoptes"'
+        return response
+
+    @app.before_websocket
+    async def check_websocket() -> Response | None:
+        if config.token is None or config.public_read:
+            return None
+        given = (
+            _bearer(websocket.headers)
+            or _path_token(websocket.scope)
+            or websocket.cookies.get(COOKIE)
+        )
+        if _matches(given, config.token):
+            return None
+        return error_response(401, "unauthorized", "the feed needs this panoptes' token")
+
+    @app.after_request
+    async def security_headers(response: Response) -> Response:
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        headers.setdefault("Content-Security-Policy", content_security_policy(config))
+        return response
+
+
+def _login_redirect(config: Config) -> Response | None:
+    """A browser that opened a page through /t/<token>/ gets the cookie and the plain URL."""
+    token = _path_token(request.scope)
+    if token is None or request.method != "GET" or not _matches(token, config.token or ""):
+        return None
+    if request.path.startswith(("/api/", "/create_workflow")):
+        return None  # a script or the Snakemake 9 plugin: just serve it
+    target = request.full_path.rstrip("?") or "/"
+    response = redirect(target, 303)
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+    return response  # type: ignore[return-value]
+
+
+def content_security_policy(config: Config) -> str:
+    """Pages load only their own scripts and styles; no inline script runs anywhere."""
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            f"frame-ancestors {config.frame_ancestors}",
+        ]
+    )
