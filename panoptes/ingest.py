@@ -29,23 +29,6 @@ from .writer import DomainError, Tx
 
 W = WorkflowStatus
 
-# Messages legacy clients send that panoptes has no use for; accepted and dropped.
-IGNORED_LEVELS = frozenset(
-    {
-        "debug",
-        "dag_debug",
-        "host",
-        "resources_info",
-        "run_info",
-        "rule_info",
-        "group_info",
-        "group_error",
-        "d3dag",
-        "rulegraph",
-        "job_stats",
-        "warning",
-    }
-)
 MAX_ERROR_CHARS = 64 * 1024
 
 

@@ -29,7 +29,8 @@ def _statuses(known: dict[str, str]) -> list[str] | None:
 
 
 def _page() -> queries.Page:
-    cursor = int_arg("cursor", -1, minimum=0) if "cursor" in request.args else None
+    # An empty ?cursor= is the first page, like no cursor at all.
+    cursor = int_arg("cursor", 0, minimum=0) if request.args.get("cursor") else None
     return queries.Page(
         limit=int_arg("limit", 100, minimum=1, maximum=MAX_PAGE),
         offset=int_arg("offset", 0),
