@@ -90,4 +90,7 @@ def _register_errors(app: Quart) -> None:
         # Snakemake 7/8 abort the user's run on a 500 from the paths they call, and
         # carry on after a 503.
         status = 503 if wms.called_by_clients(request.method, request.path) else 500
-        return error_response(status, "internal error", f"{type(exc).__name__}: {exc}")
+        # The exception's text can hold SQL and stored values: it goes to the log only.
+        return error_response(
+            status, "internal error", f"{type(exc).__name__}; the server log has the details"
+        )

@@ -30,6 +30,9 @@ from .writer import DomainError, Tx
 W = WorkflowStatus
 
 MAX_ERROR_CHARS = 64 * 1024
+# Workflow names are unique, and a unique index cannot hold arbitrarily long keys
+# (PostgreSQL's B-tree stops near 2,700 bytes): longer names are refused, never cut.
+MAX_NAME_CHARS = 200
 
 
 class IngestError(DomainError):
@@ -179,6 +182,13 @@ class Registration:
     command: str | None = None
     workdir: str | None = None
     snakefile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is not None and len(self.name) > MAX_NAME_CHARS:
+            raise IngestError(
+                f"the workflow id is {len(self.name)} characters long; "
+                f"at most {MAX_NAME_CHARS} are allowed"
+            )
 
     @property
     def dry_run(self) -> bool:

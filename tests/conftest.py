@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 import httpx
 import pytest
 from quart import Quart
@@ -33,9 +37,60 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "panoptes.db"
 
 
-@pytest.fixture
-def config(db_path: Path) -> Config:
-    return Config(db_url=database_url(str(db_path)), stale_check_seconds=0)
+# The API, ingest and capture suites run once on SQLite and once on a real PostgreSQL, in a
+# throwaway database made for this test run (PANOPTES_TEST_PG names the server to use).
+PG_SERVER = os.environ.get("PANOPTES_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_admin(statement: str) -> None:
+    """Run one statement on the server's maintenance database (from any thread or loop)."""
+
+    async def run() -> None:
+        connection = await asyncpg.connect(f"{PG_SERVER}/postgres")
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    with ThreadPoolExecutor(1) as pool:  # this may be called inside a running event loop
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, dropped at the end."""
+    name = f"panoptes_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        _pg_admin(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {PG_SERVER} is not usable ({exc}); .ci/run starts it")
+    yield f"{PG_SERVER}/{name}"
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def empty_pg_database(url: str) -> None:
+    """Every table emptied and every id counter back at 1, as in a new database."""
+    connection = await asyncpg.connect(url)
+    try:
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'alembic_version'"
+        )
+        if tables:
+            names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+            await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def config(request: pytest.FixtureRequest, db_path: Path) -> Config:
+    if request.param == "sqlite":
+        return Config(db_url=database_url(str(db_path)), stale_check_seconds=0)
+    url: str = request.getfixturevalue("pg_url")
+    await empty_pg_database(url)
+    return Config(db_url=database_url(url), stale_check_seconds=0)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from .. import __version__, queries
+from .. import __version__, ingest, queries
 from ..status import JobStatus, WorkflowStatus
 from ..views import job_view, workflow_view
 from .common import BadRequest, body_fields, int_arg, json_response, list_arg, panoptes
@@ -143,8 +143,8 @@ async def rename_workflow(workflow_id: int) -> Response:
     name = name.strip()
     if not name:
         raise BadRequest("'name' must not be empty")
-    if len(name) > 200:
-        raise BadRequest("'name' must be at most 200 characters")
+    if len(name) > ingest.MAX_NAME_CHARS:
+        raise BadRequest(f"'name' must be at most {ingest.MAX_NAME_CHARS} characters")
     wf = await app.rename(workflow_id, name)
     return json_response({"workflow": workflow_view(wf)})
 

@@ -1,0 +1,55 @@
+"""Long rule names, commands, paths and error texts are stored whole, on every backend
+(the earlier server's VARCHAR columns cut them on PostgreSQL)."""
+
+from __future__ import annotations
+
+import secrets
+
+from quart.typing import TestClientProtocol as Client
+
+from .conftest import create_workflow, post_event
+
+
+async def test_long_values_are_stored_whole(client: Client) -> None:
+    rule = "r" * 5_000
+    command = "echo " + "x" * 50_000
+    path = "data/" + "p" * 10_000
+    error = "E" * 20_000
+    name = secrets.token_hex(100)  # 200 characters, the most a name may have
+    workflow = await create_workflow(client, workflow_id=name)
+    assert workflow["name"] == name
+    job = {
+        "level": "job_info",
+        "jobid": 1,
+        "name": rule,
+        "input": [path],
+        "output": [path + ".out"],
+        "wildcards": {"sample": "s" * 3_000},
+        "shellcmd": command,
+    }
+    for msg in (job, {"level": "error", "msg": error}, {"level": "job_error", "jobid": 1}):
+        assert (await post_event(client, workflow["id"], msg)).status_code == 200
+
+    stored = (await (await client.get(f"/api/workflow/{workflow['id']}/job/1")).get_json())["job"]
+    assert stored["rule"] == rule
+    assert stored["shell_command"] == command
+    assert stored["input"] == [path]
+    assert stored["output"] == [path + ".out"]
+    assert stored["wildcards"] == {"sample": "s" * 3_000}
+    assert error in stored["error"]
+    wf = (await (await client.get(f"/api/workflow/{workflow['id']}")).get_json())["workflow"]
+    assert error in wf["error"]
+    rules = (await (await client.get(f"/api/workflow/{workflow['id']}/rules")).get_json())["rules"]
+    assert [r["rule"] for r in rules] == [rule]
+
+
+async def test_too_long_workflow_names_are_refused_not_cut(client: Client) -> None:
+    too_long = secrets.token_hex(100) + "x"
+    response = await client.get("/create_workflow", query_string={"workflow_id": too_long})
+    assert response.status_code == 400
+    assert "at most 200" in (await response.get_json())["detail"]
+    workflow = await create_workflow(client)
+    renamed = await client.put(f"/api/workflow/{workflow['id']}", json={"name": too_long})
+    assert renamed.status_code == 400
+    listed = (await (await client.get("/api/workflows")).get_json())["workflows"]
+    assert [wf["name"] for wf in listed] == [workflow["name"]]
