@@ -1,13 +1,13 @@
-"""Engine and session setup, and schema creation."""
+"""Engine and session setup. The schema itself is made by the migrations (see migrations/)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-
-from .models import Base
+from sqlalchemy.pool import NullPool
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -33,6 +33,29 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
+def _sqlite_migration_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # panoptes emits BEGIN itself (below), which makes SQLite's DDL transactional: a
+    # migration that fails half-way leaves the database as it was.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    # foreign_keys stays off: a batch migration copies a table and drops the original,
+    # and with foreign keys on that drop would cascade into the rows that point at it.
+    cursor.close()
+
+
+def _begin_immediate(connection: Connection) -> None:
+    # IMMEDIATE takes the write lock at once, so two processes cannot both read
+    # "no schema yet" and both create it.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_migration_engine(url: str) -> AsyncEngine:
+    """A one-connection engine for schema changes, separate from the server's pool."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+        event.listen(engine.sync_engine, "connect", _sqlite_migration_pragmas)
+        event.listen(engine.sync_engine, "begin", _begin_immediate)
+        return engine
+    return create_async_engine(url, poolclass=NullPool)

@@ -6,22 +6,32 @@ import asyncio
 import logging
 import time
 from contextlib import suppress
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from . import ingest
+from .broadcast import backend_for
 from .config import Config
-from .db import create_schema, make_engine, make_sessionmaker
+from .db import make_engine, make_sessionmaker
 from .hub import Hub
 from .metrics import Metrics
-from .models import Workflow
-from .status import WorkflowStatus, can_move
+from .migrations import check_schema, upgrade_schema
+from .models import Event, Workflow, utcnow
+from .queries import EventLog
+from .status import FINISHED, WorkflowStatus, can_move
 from .writer import DomainError, Tx, Writer
 
 log = logging.getLogger(__name__)
 W = WorkflowStatus
+
+# Retention: how often the server looks for expired workflows, and how many one write removes.
+PRUNE_EVERY_SECONDS = 3600.0
+PRUNE_BATCH = 200
+# Statuses retention may remove: finished runs, and Stale ones (never Running).
+PRUNABLE = frozenset({*FINISHED, W.STALE})
 
 
 class NotFound(DomainError):
@@ -39,18 +49,31 @@ class Panoptes:
         self.config = config
         self.engine = make_engine(config.db_url)
         self.sessions = make_sessionmaker(self.engine)
-        self.hub = Hub(queue_size=config.subscriber_queue)
+        self.hub = Hub(
+            backend_for(config.broadcast_url, config.db_url),
+            queue_size=config.subscriber_queue,
+            events=EventLog(self.sessions),
+        )
         self.metrics = Metrics(lambda: self.hub.subscriber_count)
         self.writer = Writer(self.sessions, self.hub.publish, config.write_batch_size)
         self._last_sweep = 0.0
+        self._last_prune = 0.0
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await create_schema(self.engine)
+        await self.open()
+        await self.sweep_stale()
+        await self.prune_expired()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="panoptes-stale")
+
+    async def open(self) -> None:
+        """Database at the current schema, hub and writer: what one-off commands need too."""
+        if self.config.auto_migrate:
+            await upgrade_schema(self.engine)
+        else:
+            await check_schema(self.engine)
         await self.hub.start()
         await self.writer.start()
-        await self.sweep_stale()
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="panoptes-stale")
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -96,6 +119,60 @@ class Panoptes:
                 await self.sweep_stale()
             except Exception:
                 log.exception("the stale check failed")
+            await self.prune_if_due()
+
+    # ---- retention
+
+    async def prune(self, days: float, now: datetime | None = None) -> int:
+        """Remove Done, Error, Cancelled and Stale workflows that ended (Stale: went silent)
+        more than `days` ago, with their jobs and events. Returns how many were removed."""
+        cutoff = (now or utcnow()) - timedelta(days=days)
+        removed = 0
+        while True:
+            count = await self.writer.submit(lambda tx: self._prune_batch(tx, cutoff))
+            removed += count
+            if count < PRUNE_BATCH:
+                return removed
+
+    async def _prune_batch(self, tx: Tx, cutoff: datetime) -> int:
+        ended = func.coalesce(Workflow.finished_at, Workflow.updated_at)
+        expired = list(
+            await tx.session.scalars(
+                select(Workflow)
+                .where(Workflow.status.in_(PRUNABLE), ended < cutoff)
+                .order_by(Workflow.id)
+                .limit(PRUNE_BATCH)
+            )
+        )
+        if expired:
+            # Their events go too, before the deletion events are written: a feed client
+            # resuming from before still learns of the deletion, and nothing else about them.
+            ids = [wf.id for wf in expired]
+            await tx.session.execute(
+                delete(Event).where(Event.workflow_id.in_(ids)),
+                execution_options={"synchronize_session": False},
+            )
+        for wf in expired:
+            await self._remove(tx, wf)
+        return len(expired)
+
+    async def prune_expired(self) -> int:
+        """Apply PANOPTES_RETENTION_DAYS, if set: at start, then hourly from the sweeper."""
+        self._last_prune = time.monotonic()
+        if self.config.retention_days <= 0:
+            return 0
+        try:
+            removed = await self.prune(self.config.retention_days)
+        except Exception:
+            log.exception("removing expired workflows failed")
+            return 0
+        if removed:
+            log.info("removed %d workflows older than %g days", removed, self.config.retention_days)
+        return removed
+
+    async def prune_if_due(self) -> None:
+        if time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS:
+            await self.prune_expired()
 
     # ---- what users change through the API and pages
 
@@ -146,11 +223,15 @@ class Panoptes:
                     f"POST /api/workflow/{workflow_id}/cancel",
                     error="workflow is running",
                 )
-            await tx.session.delete(wf)
-            tx.forget_jobs(workflow_id)
-            tx.emit("workflow.deleted", workflow_id, {"workflow": {"id": workflow_id}})
+            await self._remove(tx, wf)
 
         await self.writer.submit(op)
+
+    async def _remove(self, tx: Tx, wf: Workflow) -> None:
+        workflow_id = wf.id
+        await tx.session.delete(wf)
+        tx.forget_jobs(workflow_id)
+        tx.emit("workflow.deleted", workflow_id, {"workflow": {"id": workflow_id}})
 
     async def delete_all(self) -> int:
         async def op(tx: Tx) -> int:
