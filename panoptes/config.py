@@ -62,6 +62,21 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+# What PANOPTES_BROADCAST_URL may start with (broadcast.py has a backend for each).
+BROADCAST_SCHEMES = ("memory", "redis", "rediss", "postgresql", "postgres", "postgresql+asyncpg")
+
+
+def broadcast_scheme(url: str) -> str:
+    """The scheme of a PANOPTES_BROADCAST_URL, if panoptes has a backend for it."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in BROADCAST_SCHEMES:
+        raise ConfigError(
+            "PANOPTES_BROADCAST_URL must be memory://, redis://host:port/n, rediss://... or "
+            f"postgresql://...; got {scheme + '://' if scheme else 'no scheme'}"
+        )
+    return scheme
+
+
 def _token(env: dict[str, str]) -> str | None:
     """PANOPTES_TOKEN, or the first line of the file PANOPTES_TOKEN_FILE names."""
     token = env.get("PANOPTES_TOKEN", "").strip()
@@ -112,6 +127,9 @@ class Config:
     # Who may show the pages in a frame (CSP frame-ancestors), e.g. "'self' https://lab.org".
     frame_ancestors: str = "'self'"
 
+    def __post_init__(self) -> None:
+        broadcast_scheme(self.broadcast_url)  # an unknown backend stops the server at startup
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Config:
         env = dict(os.environ if env is None else env)
@@ -128,6 +146,7 @@ class Config:
             ),
             ws_ping_seconds=_float(env, "PANOPTES_WS_PING_SECONDS", cls.ws_ping_seconds),
             subscriber_queue=_int(env, "PANOPTES_SUBSCRIBER_QUEUE", cls.subscriber_queue),
+            write_batch_size=max(1, _int(env, "PANOPTES_WRITE_BATCH_SIZE", cls.write_batch_size)),
             broadcast_url=env.get("PANOPTES_BROADCAST_URL", "").strip() or cls.broadcast_url,
             retention_days=_float(env, "PANOPTES_RETENTION_DAYS", cls.retention_days),
             auto_migrate=_bool(env, "PANOPTES_AUTO_MIGRATE", cls.auto_migrate),

@@ -1,23 +1,36 @@
-"""Broadcast hub: committed changes fan out to every live subscriber.
+"""Broadcast hub: committed events fan out to every live subscriber, in seq order.
 
 `publish` never waits on a subscriber. Each subscriber has a bounded queue; one that falls
 behind has its queue emptied and gets a single `resync` item instead, after which it must
 catch up from the database (the feed replays `since=<seq>`). A slow browser therefore
 costs ingest nothing and holds back no other subscriber.
 
-A backend carries published batches between processes (see `Backend`); the memory backend
-delivers in-process only.
+Where the events come from depends on the backend (broadcast.py):
+
+- memory://: this process is the only writer. The writer hands each committed batch to
+  `publish`, already in seq order, and it goes straight to the subscribers.
+- redis:// or postgresql://: other processes write to the same database. The database
+  decides the order, so every process delivers what it reads from the events table: a
+  pump reads the events after the last one it delivered, in seq order, whenever a notice
+  says something was committed (from this process's writer, or from another process
+  through the backend). Notices that arrive while a pass runs ask for one more pass, so a
+  burst costs a query per pass, not per event. A notice is sent only after its commit and
+  the pump clears its flag before it reads, so an event that commits during a pass is read
+  by the next one. This relies on seqs becoming visible in seq order (writer.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+
+from .broadcast import BACKOFF_FIRST, BACKOFF_MAX, Backend, MemoryBackend
 
 log = logging.getLogger(__name__)
 
@@ -33,27 +46,16 @@ class FeedItem:
 RESYNC = FeedItem(seq=-1, workflow_id=None, type="resync", text="")
 
 
-class Backend(Protocol):
-    """Carries batches of encoded messages to every process (this one included)."""
-
-    async def start(self, deliver: Callable[[list[str]], None]) -> None: ...
-    async def publish(self, texts: list[str]) -> None: ...
-    async def stop(self) -> None: ...
+def _item(message: dict[str, Any]) -> FeedItem:
+    text = orjson.dumps(message).decode()
+    return FeedItem(message["seq"], message.get("workflow_id"), message["type"], text)
 
 
-class MemoryBackend:
-    def __init__(self) -> None:
-        self._deliver: Callable[[list[str]], None] | None = None
+class EventLog(Protocol):
+    """The events table, as the pump reads it."""
 
-    async def start(self, deliver: Callable[[list[str]], None]) -> None:
-        self._deliver = deliver
-
-    async def publish(self, texts: list[str]) -> None:
-        if self._deliver is not None:
-            self._deliver(texts)
-
-    async def stop(self) -> None:
-        self._deliver = None
+    async def head(self) -> int: ...
+    async def after(self, seq: int, limit: int) -> list[dict[str, Any]]: ...
 
 
 class Subscription:
@@ -96,17 +98,68 @@ class Hub:
     """Subscribers to everything get workflow-level events (workflow.*); subscribers to
     one workflow get all of its events (workflow.*, job.updated, rule.updated)."""
 
-    def __init__(self, backend: Backend | None = None, queue_size: int = 1000) -> None:
+    # A pump pass also runs after this long without any notice: a safety net for a notice
+    # that never came (a process killed between its commit and its announcement).
+    idle_pump_seconds = 30.0
+    page = 1000
+    retry_first, retry_max = BACKOFF_FIRST, BACKOFF_MAX
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        queue_size: int = 1000,
+        events: EventLog | None = None,
+    ) -> None:
         self.backend: Backend = backend or MemoryBackend()
+        if self.backend.crosses_processes and events is None:
+            raise ValueError(f"the {self.backend.name} backend needs the events table to read")
         self.queue_size = queue_size
+        self._events = events
         self._everything: set[Subscription] = set()
         self._by_workflow: dict[int, set[Subscription]] = {}
+        self.delivered_seq = 0  # the last event handed to subscribers
+        self._committed = 0  # the last seq this process's writer committed
+        self._announced = 0  # ... and told the other processes about
+        self._pump_wanted = asyncio.Event()
+        self._announce_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        await self.backend.start(self._deliver)
+        if self._events is None or not self.backend.crosses_processes:
+            return
+        self.delivered_seq = await self._events.head()
+        await self.backend.start(self.notice)
+        self._tasks = [
+            asyncio.create_task(self._pump_forever(), name="panoptes-pump"),
+            asyncio.create_task(self._announce_forever(), name="panoptes-announce"),
+        ]
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._committed > self._announced:  # the writer's last commits, on the way out
+            try:
+                await asyncio.wait_for(self.backend.announce(self._committed), 2.0)
+            except Exception as exc:
+                log.warning("broadcast: could not announce seq %d: %s", self._committed, exc)
         await self.backend.stop()
+
+    @property
+    def healthy(self) -> bool:
+        """Whether live events from other processes reach this one (always, for memory)."""
+        return self.backend.connected
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend.name,
+            "connected": self.backend.connected,
+            "subscribers": self.subscriber_count,
+            "delivered_seq": self.delivered_seq,
+        }
 
     @property
     def subscriber_count(self) -> int:
@@ -132,15 +185,72 @@ class Hub:
 
     async def publish(self, messages: list[dict[str, Any]]) -> None:
         """Called by the writer after commit with the batch's events, in seq order."""
-        texts = [orjson.dumps(message).decode() for message in messages]
-        await self.backend.publish(texts)
+        if not messages:
+            return
+        if not self.backend.crosses_processes:
+            self._fan_out([_item(message) for message in messages])
+            return
+        self._committed = max(self._committed, messages[-1]["seq"])
+        self._announce_wanted.set()
+        self.notice(self._committed)
 
-    def _deliver(self, texts: list[str]) -> None:
-        for text in texts:
-            message = orjson.loads(text)
-            item = FeedItem(message["seq"], message.get("workflow_id"), message["type"], text)
+    def notice(self, seq: int | None) -> None:
+        """Events up to `seq` are committed somewhere (None: maybe missed some; look)."""
+        if seq is None or seq > self.delivered_seq:
+            self._pump_wanted.set()
+
+    async def _pump_forever(self) -> None:
+        delay = self.retry_first
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._pump_wanted.wait(), self.idle_pump_seconds)
+            self._pump_wanted.clear()
+            try:
+                await self._pump()
+            except Exception as exc:
+                log.warning("broadcast: reading new events failed (%s); retrying", exc)
+                self._pump_wanted.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+            else:
+                delay = self.retry_first
+
+    async def _pump(self) -> None:
+        """One pass: deliver every event committed after the last one delivered."""
+        assert self._events is not None
+        while True:
+            messages = await self._events.after(self.delivered_seq, self.page)
+            if messages:
+                self._fan_out([_item(message) for message in messages])
+            if len(messages) < self.page:
+                return
+
+    async def _announce_forever(self) -> None:
+        delay = self.retry_first
+        while True:
+            await self._announce_wanted.wait()
+            self._announce_wanted.clear()
+            seq = self._committed
+            if seq <= self._announced:
+                continue
+            try:
+                await self.backend.announce(seq)
+            except Exception as exc:
+                # The listener already reports the outage; say it once here, not per retry.
+                level = logging.WARNING if delay == self.retry_first else logging.DEBUG
+                log.log(level, "broadcast: could not announce seq %d (%s); retrying", seq, exc)
+                self._announce_wanted.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+            else:
+                self._announced = seq
+                delay = self.retry_first
+
+    def _fan_out(self, items: list[FeedItem]) -> None:
+        for item in items:
             if item.type.startswith("workflow."):
                 for subscription in self._everything:
                     subscription.offer(item)
             for subscription in self._by_workflow.get(item.workflow_id or -1, ()):
                 subscription.offer(item)
+        self.delivered_seq = items[-1].seq

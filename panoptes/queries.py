@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .models import Event, Job, Workflow
 from .status import JobStatus
@@ -125,3 +125,19 @@ async def events_since(
 
 async def last_seq(session: AsyncSession) -> int:
     return await session.scalar(select(func.max(Event.seq))) or 0
+
+
+class EventLog:
+    """Every event, in seq order, as the hub's pump reads it (hub.EventLog)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def head(self) -> int:
+        async with self._sessions() as session:
+            return await last_seq(session)
+
+    async def after(self, seq: int, limit: int) -> list[dict[str, Any]]:
+        query = select(Event).where(Event.seq > seq).order_by(Event.seq).limit(limit)
+        async with self._sessions() as session:
+            return [event_message(event) for event in await session.scalars(query)]

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .models import Event, Job, Workflow, utcnow
@@ -113,6 +113,29 @@ class Tx:
             del self.jobs_cache[key]
 
 
+# Every write transaction holds the database's write lock from its first statement to its
+# commit, so that writers in several processes (Hypercorn workers, servers sharing one
+# database) take turns:
+# - Commit order is seq order. The feed and every hub read events "after the last seq I
+#   have", so a seq that became visible after a higher one would be skipped for good. On
+#   PostgreSQL two transactions could take seqs 10 and 11 and commit 11 first; the advisory
+#   lock below rules that out. (A rolled-back batch leaves a gap in the seqs; harmless, as
+#   readers only ask for "seq > last".) SQLite hands out seqs under its single write lock.
+# - An operation reads what it is about to change after every other writer committed:
+#   no lost updates between processes. SQLite would otherwise run the reads before a
+#   batch's first write outside the transaction (Python's sqlite3 opens it only at the first
+#   INSERT/UPDATE/DELETE); BEGIN IMMEDIATE takes the write lock at once instead.
+WRITE_LOCK_KEY = 0x70616E6F70746573  # "panoptes" in ASCII
+
+
+async def _take_turn(session: AsyncSession) -> None:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
+    elif dialect == "sqlite":
+        await session.execute(text("BEGIN IMMEDIATE"))
+
+
 Operation = Callable[[Tx], Awaitable[Any]]
 Publisher = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
@@ -200,6 +223,7 @@ class Writer:
         events: list[Event] = []
         results: list[tuple[bool, Any]] = []
         async with self._sessionmaker() as session, session.begin():
+            await _take_turn(session)
             cache: dict[tuple[int, int], Job] = {}
             for pending in batch:
                 tx = Tx(session=session, events=events, jobs_cache=cache)

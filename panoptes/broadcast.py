@@ -1,0 +1,269 @@
+"""Broadcast backends: how one process tells the others "events up to seq N are committed".
+
+The database is the source of truth for events and their order; a backend carries only
+that small notice (never an event body: PostgreSQL NOTIFY payloads stop at 8000 bytes).
+Every process's hub, on a notice, reads the new events from the database itself (hub.py).
+
+- `memory://`: one process, nothing to carry; the hub hands its own events straight over.
+- `redis://host:port/n` (or `rediss://`): Redis pub/sub on one channel.
+- `postgresql://...`: PostgreSQL LISTEN/NOTIFY on one dedicated connection.
+
+The channel is derived from the database URL, so deployments sharing a Redis (or a
+PostgreSQL server used only for notices) never hear each other; processes of one deployment
+must therefore spell PANOPTES_DB_URL the same way, or name a channel with `?channel=...`.
+A backend that loses its connection reconnects with backoff and, once it listens again,
+reports a notice of `None` ("something may have been missed"), so the hub catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy.engine import make_url
+
+from .config import ConfigError, broadcast_scheme
+
+if TYPE_CHECKING:
+    import asyncpg
+    import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+
+# Called with the highest committed seq a notice names, or None after a (re)connect.
+OnNotice = Callable[[int | None], None]
+
+# Seconds between retries (reconnecting, re-reading, re-announcing) grow from first to max.
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+# How often an idle listening connection is checked, so a silent loss is noticed.
+KEEPALIVE_SECONDS = 10.0
+
+
+class Backend(Protocol):
+    name: str
+    # False: this process is the only writer, and its hub delivers its own events directly.
+    crosses_processes: bool
+
+    @property
+    def connected(self) -> bool: ...
+    async def start(self, on_notice: OnNotice) -> None: ...
+    async def announce(self, seq: int) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class MemoryBackend:
+    name = "memory"
+    crosses_processes = False
+    connected = True
+
+    async def start(self, on_notice: OnNotice) -> None:
+        pass
+
+    async def announce(self, seq: int) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+def channel_name(db_url: str) -> str:
+    """One channel per database: a hash of its URL without the password."""
+    identity = make_url(db_url).render_as_string(hide_password=True)
+    return "panoptes:events:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _split_channel(url: str, db_url: str) -> tuple[str, str]:
+    """The URL without a `channel` query parameter, and the channel it names (or derived)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    named = [value for key, value in query if key == "channel" and value]
+    rest = urlencode([(key, value) for key, value in query if key != "channel"])
+    return urlunsplit(parts._replace(query=rest)), named[-1] if named else channel_name(db_url)
+
+
+def _parse_seq(payload: str | bytes) -> int | None:
+    try:
+        return int(payload)
+    except ValueError:
+        log.warning("ignoring a broadcast notice that is not a seq: %r", payload[:100])
+        return None
+
+
+class _Listener:
+    """A reconnecting listen loop; subclasses say how to connect and listen once."""
+
+    name = ""
+    crosses_processes = True
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self._on_notice: OnNotice = lambda seq: None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def start(self, on_notice: OnNotice) -> None:
+        self._on_notice = on_notice
+        self._task = asyncio.create_task(self._listen_forever(), name=f"panoptes-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._connected = False
+
+    def _listening(self) -> None:
+        """The subscription is in place: from now on no notice is missed; catch up."""
+        self._connected = True
+        log.info("broadcast: listening on %s channel %s", self.name, self.channel)
+        self._on_notice(None)
+
+    def _notice(self, payload: str | bytes) -> None:
+        seq = _parse_seq(payload)
+        if seq is not None:
+            self._on_notice(seq)
+
+    async def _listen_forever(self) -> None:
+        backoff = BACKOFF_FIRST
+        while True:
+            try:
+                await self._listen_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._connected:
+                    backoff = BACKOFF_FIRST
+                log.warning(
+                    "broadcast: %s connection lost or refused (%s: %s); retrying in %.1f s",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    backoff,
+                )
+            finally:
+                self._connected = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _listen_once(self) -> None:
+        raise NotImplementedError
+
+
+class RedisBackend(_Listener):
+    name = "redis"
+
+    def __init__(self, url: str, channel: str) -> None:
+        super().__init__(channel)
+        self.url = url
+        self._client: aioredis.Redis | None = None
+
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            # No silent retries inside redis-py: a lost connection must reach the listen
+            # loop, which catches up after reconnecting (pub/sub keeps nothing for us).
+            self._client = aioredis.from_url(
+                self.url,
+                retry=Retry(NoBackoff(), 0),
+                socket_connect_timeout=5,
+                socket_keepalive=True,
+                health_check_interval=KEEPALIVE_SECONDS,
+            )
+        return self._client
+
+    async def _listen_once(self) -> None:
+        async with self._redis().pubsub() as pubsub:
+            await pubsub.subscribe(self.channel)
+            while True:
+                message = await pubsub.get_message(timeout=KEEPALIVE_SECONDS)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    self._listening()
+                elif message["type"] == "message":
+                    self._notice(message["data"])
+
+    async def announce(self, seq: int) -> None:
+        await self._redis().publish(self.channel, str(seq))
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class PostgresBackend(_Listener):
+    """LISTEN on one connection, which also sends the NOTIFYs.
+
+    The NOTIFY is sent after the write transaction committed, not inside it: the writer
+    stays the same for every backend and never waits on this connection. A process that
+    dies between its commit and its NOTIFY leaves those events unannounced until the next
+    notice from anyone (or the hub's idle check); a reconnecting client replays them anyway.
+    """
+
+    name = "postgresql"
+
+    def __init__(self, url: str, channel: str) -> None:
+        super().__init__(channel)
+        self.dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self._conn: asyncpg.Connection[Any] | None = None
+        self._lock = asyncio.Lock()  # one statement at a time on the connection
+
+    async def _listen_once(self) -> None:
+        import asyncpg
+
+        lost = asyncio.Event()
+        conn = await asyncpg.connect(self.dsn, timeout=5)
+        try:
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(self.channel, self._on_pg_notify)
+            self._conn = conn
+            self._listening()
+            while not lost.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), KEEPALIVE_SECONDS)
+                if not lost.is_set():
+                    async with self._lock:
+                        await conn.execute("SELECT 1", timeout=5)
+            raise ConnectionError("the LISTEN connection was closed")
+        finally:
+            self._conn = None
+            conn.terminate()
+
+    def _on_pg_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._notice(payload)
+
+    async def announce(self, seq: int) -> None:
+        conn = self._conn
+        if conn is None:
+            raise ConnectionError("not connected to PostgreSQL")
+        async with self._lock:
+            await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(seq), timeout=5)
+
+
+def backend_for(broadcast_url: str, db_url: str) -> Backend:
+    """The backend PANOPTES_BROADCAST_URL names (an unknown scheme is a ConfigError)."""
+    scheme = broadcast_scheme(broadcast_url)
+    if scheme == "memory":
+        return MemoryBackend()
+    url, channel = _split_channel(broadcast_url, db_url)
+    if scheme in ("redis", "rediss"):
+        return RedisBackend(url, channel)
+    if len(channel.encode()) > 63:  # LISTEN would truncate it, and hear nothing
+        raise ConfigError(f"a PostgreSQL channel name has at most 63 bytes: {channel!r}")
+    return PostgresBackend(url, channel)
