@@ -121,6 +121,23 @@ class Panoptes:
                 log.exception("the stale check failed")
             await self.prune_if_due()
 
+    # ---- health
+
+    async def database_status(self) -> dict[str, Any]:
+        """Whether the database answers, and how: for /api/service-info and health checks."""
+        started = time.perf_counter()
+        try:
+            async with self.sessions() as session:
+                await session.execute(select(1))
+        except Exception as exc:  # any failure to reach it is the answer
+            log.warning("the database health check failed: %s", exc)
+            return {"ok": False, "backend": self.engine.dialect.name, "error": type(exc).__name__}
+        return {
+            "ok": True,
+            "backend": self.engine.dialect.name,
+            "latency_ms": round(1000 * (time.perf_counter() - started), 2),
+        }
+
     # ---- retention
 
     async def prune(self, days: float, now: datetime | None = None) -> int:

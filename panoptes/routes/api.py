@@ -40,8 +40,17 @@ def _page() -> queries.Page:
 
 @bp.get("/service-info")
 async def service_info() -> Response:
-    # Snakemake 7/8 refuse to start unless this says "running".
-    return json_response({"status": "running", "version": __version__})
+    # Snakemake 7/8 refuse to start unless this says "running"; it does so whenever panoptes
+    # can store what they send. A broken link to other processes only delays live updates.
+    app = panoptes()
+    database = await app.database_status()
+    body = {
+        "status": "running" if database["ok"] else "unavailable",
+        "version": __version__,
+        "database": database,
+        "hub": app.hub.status,
+    }
+    return json_response(body, status=200 if database["ok"] else 503)
 
 
 @bp.get("/workflows")
