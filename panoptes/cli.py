@@ -78,6 +78,9 @@ DB_EPILOG = """\
 """
 
 
+MAX_INCOMING_WS_BYTES = 64 * 1024
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="panoptes",
@@ -143,7 +146,12 @@ async def run(config: Config) -> None:
     ]
     hyper.accesslog = None
     hyper.graceful_timeout = 10.0
-    hyper.websocket_ping_interval = config.ws_ping_seconds
+    # No protocol-level pings: the feed sends its own JSON ping every ws_ping_seconds, which
+    # keeps proxies open and finds dead peers, and Hypercorn's ping task outlives a closed
+    # connection by up to one interval, holding up shutdown that long.
+    hyper.websocket_ping_interval = None
+    # Feed clients only ever send pings and close frames; anything bigger is refused (1009).
+    hyper.websocket_max_message_size = MAX_INCOMING_WS_BYTES
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

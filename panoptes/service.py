@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +56,8 @@ class Panoptes:
             events=EventLog(self.sessions),
         )
         self.metrics = Metrics(lambda: self.hub.subscriber_count)
+        # Open feed connections per client address, for PANOPTES_MAX_FEED_PER_CLIENT.
+        self.feed_clients: Counter[str] = Counter()
         self.writer = Writer(self.sessions, self.hub.publish, config.write_batch_size)
         self._last_sweep = 0.0
         self._last_prune = 0.0

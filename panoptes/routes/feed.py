@@ -12,7 +12,9 @@ PANOPTES_WS_PING_SECONDS so proxies keep the connection open.
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit
 
 import orjson
@@ -90,7 +92,10 @@ async def _serve(workflow_id: int | None) -> None:
         async with app.sessions() as session:
             if await queries.get_workflow(session, workflow_id) is None:
                 abort(404, description=f"no workflow with id {workflow_id}")
-    with app.hub.subscribe(workflow_id) as subscription:
+    with (
+        _counted_client(app.feed_clients, app.config.max_feed_per_client),
+        app.hub.subscribe(workflow_id) as subscription,
+    ):
         await websocket.accept()
         async with app.sessions() as session:
             head = await queries.last_seq(session)
@@ -107,6 +112,25 @@ async def _serve(workflow_id: int | None) -> None:
             reader.cancel()
             with suppress(asyncio.CancelledError):
                 await reader
+
+
+@contextmanager
+def _counted_client(open_by_client: Counter[str], limit: int) -> Iterator[None]:
+    """Hold one of the feed connections a client address may have (429 when none is left)."""
+    client = websocket.remote_addr or "unknown"
+    if limit and open_by_client[client] >= limit:
+        abort(
+            429,
+            description=f"{client} already has {limit} feed connections open "
+            "(PANOPTES_MAX_FEED_PER_CLIENT)",
+        )
+    open_by_client[client] += 1
+    try:
+        yield
+    finally:
+        open_by_client[client] -= 1
+        if not open_by_client[client]:
+            del open_by_client[client]
 
 
 async def _drain_incoming() -> None:
