@@ -28,8 +28,8 @@ from panoptes.app import create_app
 from panoptes.config import Config, database_url
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("PANOPTES_SHARED", ROOT.parent / "shared"))
-CAPTURES = SHARED / "captures"
+# Real recorded client traffic (one HTTP request per line) and the Snakefile it came from.
+CAPTURES = ROOT / "tests" / "captures"
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ from quart.typing import TestClientProtocol as Client
 
 from .conftest import CAPTURES
 
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="shared/captures not found")
-
 RULE_COUNTS = {"make": 3, "process": 3, "merge": 1, "all": 1}
 
 

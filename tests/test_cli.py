@@ -209,7 +209,9 @@ def test_bad_environment_stops_the_cli_with_a_message(
 def test_live_server_answers(live_server: LiveServer):
     response = httpx.get(f"{live_server.url}/api/service-info", timeout=10)
     assert response.status_code == 200
-    assert response.json() == {"status": "running", "version": __version__}
+    info = response.json()
+    assert (info["status"], info["version"]) == ("running", __version__)
+    assert info["database"]["ok"] is True
     created = httpx.get(f"{live_server.url}/create_workflow", timeout=10).json()
     assert created["status"] == "Running"
     listed = httpx.get(f"{live_server.url}/api/workflows", timeout=10).json()
