@@ -13,6 +13,7 @@ from .routes import api, feed, metrics, pages, wms
 from .routes.common import BadRequest, error_response
 from .service import Panoptes
 from .writer import DomainError
+from .wscompression import set_compression
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ def create_app(config: Config | None = None) -> Quart:
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
+    # A process-wide Hypercorn setting (it has no option for it); see wscompression.py.
+    set_compression(config.ws_compression)
     service = Panoptes(config)
     app.extensions["panoptes"] = service
 

@@ -113,6 +113,8 @@ class Config:
     ws_ping_seconds: float = 20.0
     # Events a subscriber may fall behind before it is told to resync.
     subscriber_queue: int = 1000
+    # Compress feed frames (permessage-deflate): ~200 KiB per connection; see wscompression.py.
+    ws_compression: bool = False
     # Feed connections one client address may hold open at once; 0: no limit.
     max_feed_per_client: int = 100
     # Where live events cross processes: memory:// (one process), redis://host:port/n,
@@ -149,6 +151,7 @@ class Config:
             ws_ping_seconds=_float(env, "PANOPTES_WS_PING_SECONDS", cls.ws_ping_seconds),
             subscriber_queue=_int(env, "PANOPTES_SUBSCRIBER_QUEUE", cls.subscriber_queue),
             max_feed_per_client=_int(env, "PANOPTES_MAX_FEED_PER_CLIENT", cls.max_feed_per_client),
+            ws_compression=_bool(env, "PANOPTES_WS_COMPRESSION", cls.ws_compression),
             write_batch_size=max(1, _int(env, "PANOPTES_WRITE_BATCH_SIZE", cls.write_batch_size)),
             broadcast_url=env.get("PANOPTES_BROADCAST_URL", "").strip() or cls.broadcast_url,
             retention_days=_float(env, "PANOPTES_RETENTION_DAYS", cls.retention_days),

@@ -79,3 +79,19 @@ def test_request_bodies_over_the_limit_get_413(server: LiveServer) -> None:
     )
     assert response.status_code == 413
     assert "2048" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("setting", "compressed"), [(None, False), ("1", True)])
+async def test_feed_compression_is_off_unless_asked_for(
+    tmp_path: Path, setting: str | None, compressed: bool
+) -> None:
+    env = {"PANOPTES_WS_COMPRESSION": setting} if setting else {}
+    live = LiveServer(db=tmp_path / "deflate.db", env=env).start()
+    try:
+        # The client offers permessage-deflate, as every browser does.
+        async with connect(ws(live), compression="deflate") as connection:
+            assert json.loads(await connection.recv())["type"] == "hello"
+            agreed = connection.response.headers.get("Sec-WebSocket-Extensions") or ""
+    finally:
+        live.stop()
+    assert ("permessage-deflate" in agreed) is compressed
