@@ -156,9 +156,15 @@ async def run(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        # Feed connections never end by themselves: close them (1001, going away) so
+        # shutdown does not wait out the grace period; clients reconnect with since=.
+        app.extensions["panoptes"].hub.end_all()
+
     # Hypercorn stops accepting, finishes requests in flight, then runs after_serving,
     # which commits whatever the writer still holds: nothing acknowledged is lost.
-    await serve(app, hyper, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    await serve(app, hyper, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

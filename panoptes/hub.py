@@ -44,6 +44,8 @@ class FeedItem:
 
 
 RESYNC = FeedItem(seq=-1, workflow_id=None, type="resync", text="")
+# The server is stopping: the subscriber should say goodbye and end.
+SHUTDOWN = FeedItem(seq=-1, workflow_id=None, type="shutdown", text="")
 
 
 def _item(message: dict[str, Any]) -> FeedItem:
@@ -73,6 +75,12 @@ class Subscription:
             while not self._queue.empty():
                 self._queue.get_nowait()
             self._queue.put_nowait(RESYNC)
+
+    def end(self) -> None:
+        """Tell the subscriber to finish, ahead of anything it has not taken yet."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(SHUTDOWN)
 
     async def get(self) -> FeedItem:
         return await self._queue.get()
@@ -160,6 +168,15 @@ class Hub:
             "subscribers": self.subscriber_count,
             "delivered_seq": self.delivered_seq,
         }
+
+    def end_all(self) -> None:
+        """The server is stopping: every subscriber closes its connection now, instead of
+        holding shutdown up until the grace period runs out."""
+        for subscription in self._everything:
+            subscription.end()
+        for group in self._by_workflow.values():
+            for subscription in group:
+                subscription.end()
 
     @property
     def subscriber_count(self) -> int:

@@ -21,7 +21,7 @@ import orjson
 from quart import Blueprint, abort, websocket
 
 from .. import __version__, queries
-from ..hub import RESYNC, Subscription
+from ..hub import RESYNC, SHUTDOWN, Subscription
 from .common import panoptes
 
 bp = Blueprint("feed", __name__)
@@ -75,6 +75,9 @@ class _Stream:
             except TimeoutError:
                 await _send({"type": "ping", "seq": self.last})
                 continue
+            if item is SHUTDOWN:
+                await websocket.close(1001, "panoptes is shutting down")
+                return
             if item is RESYNC:
                 await _send({"type": "resync", "seq": self.last})
                 await self.replay()
