@@ -144,10 +144,25 @@ def install(app: Quart, config: Config) -> None:
     @app.after_request
     async def security_headers(response: Response) -> Response:
         headers = response.headers
+        _allow_reading_from_embedding_sites(config, headers)
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "same-origin")
         headers.setdefault("Content-Security-Policy", content_security_policy(config))
         return response
+
+
+def _allow_reading_from_embedding_sites(config: Config, headers: Any) -> None:
+    """Pages on PANOPTES_ALLOWED_ORIGINS may read the API and load the static files (CORS).
+    Only reads: nothing here answers a preflight, so no other site can change anything."""
+    origin = request.headers.get("Origin")
+    if origin is None or request.method not in ("GET", "HEAD"):
+        return
+    if not request.path.startswith(("/api/", "/static/")):
+        return
+    allowed = config.allowed_origins
+    if "*" in allowed or origin.rstrip("/") in allowed:
+        headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+        headers.add("Vary", "Origin")
 
 
 def _login_redirect(config: Config) -> Response | None:

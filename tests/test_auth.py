@@ -185,3 +185,19 @@ def test_token_comes_from_env_or_a_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         Config.from_env({"PANOPTES_TOKEN_FILE": str(tmp_path / "missing")})
     assert TOKEN not in repr(Config.from_env({"PANOPTES_TOKEN": TOKEN}))
+
+
+async def test_embedding_sites_may_read_the_api_and_static_files(config: Config) -> None:
+    async for client in started(replace(config, allowed_origins=("https://lab.example",))):
+        lab = {"Origin": "https://lab.example"}
+        for path in ("/api/workflows", "/static/panoptes-feed.js"):
+            response = await client.get(path, headers=lab)
+            assert response.headers["Access-Control-Allow-Origin"] == "https://lab.example"
+        other = await client.get("/api/workflows", headers={"Origin": EVIL})
+        assert "Access-Control-Allow-Origin" not in other.headers
+        page = await client.get("/", headers=lab)
+        assert "Access-Control-Allow-Origin" not in page.headers
+        # Reading is all: a change from that site still needs a preflight nobody answers.
+        wf_id = (await (await client.get("/create_workflow")).get_json())["id"]
+        cancel = await client.post(f"/api/workflow/{wf_id}/cancel", headers=lab)
+        assert "Access-Control-Allow-Origin" not in cancel.headers
