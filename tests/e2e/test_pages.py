@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from ..conftest import CAPTURES, ROOT, LiveServer, form_body
+from ..conftest import CAPTURES, ROOT, LiveServer, form_body, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -364,3 +367,62 @@ async def test_user_supplied_text_is_shown_as_text_never_run(
         assert await page.locator("main script:not(#initial-jobs), main img").count() == 0, name
         await screenshot(page, f"xss-{name}")
     assert errors == []
+
+
+@pytest.fixture
+def other_site(tmp_path: Path) -> Iterator[str]:
+    """docs/ served by a plain static server on another origin, as another lab app would."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=ROOT / "docs",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url + "/embed-example.html", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+
+
+async def test_embed_example_follows_workflows_from_another_origin(
+    browser: Browser, other_site: str, tmp_path: Path
+) -> None:
+    panoptes = LiveServer(
+        db=tmp_path / "embed.db", env={"PANOPTES_ALLOWED_ORIGINS": other_site}
+    ).start()
+    try:
+        async with httpx.AsyncClient(base_url=panoptes.url) as api:
+            first = (await api.get("/create_workflow", params={"workflow_id": "before"})).json()
+            errors: list[str] = []
+            page = await browser.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(f"{other_site}/embed-example.html?server={panoptes.url}")
+            await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+            # History replayed from since=0, then live changes.
+            row = page.locator(f'tr[data-workflow-id="{first["id"]}"]')
+            await expect(row.locator(".name")).to_have_text("before")
+            second = (await api.get("/create_workflow", params={"workflow_id": HOSTILE})).json()
+            msg = {"level": "progress", "done": 2, "total": 2}
+            done = await api.post(
+                "/update_workflow_status",
+                content=form_body(second["id"], msg),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert done.status_code == 200
+            live = page.locator(f'tr[data-workflow-id="{second["id"]}"]')
+            await expect(live.locator(".name")).to_have_text(HOSTILE, timeout=TIMEOUT_MS)
+            await expect(live.locator(".status")).to_have_text("Done")
+            assert await page.evaluate("window.__xss") is None
+            await screenshot(page, "embed-example")
+            assert errors == []
+    finally:
+        panoptes.stop()
