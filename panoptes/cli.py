@@ -156,6 +156,7 @@ async def run(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
     async def shutdown_trigger() -> None:
         await stop.wait()
         # Feed connections never end by themselves: close them (1001, going away) so

@@ -47,6 +47,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # Integer on SQLite so the key is the rowid alias; BIGINT elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# The largest values the columns hold: BigId (and SQLite's INTEGER), and a plain Integer
+# (INTEGER on PostgreSQL), which job ids, counts, threads and priorities are.
+MAX_BIGINT = 2**63 - 1
+MAX_INT = 2**31 - 1
 
 
 class Base(DeclarativeBase):

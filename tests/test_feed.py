@@ -267,3 +267,9 @@ async def test_shutdown_closes_open_feeds_with_1001_at_once(tmp_path: Path) -> N
     # Well inside Hypercorn's 10 s grace period, which an open feed used to use up.
     assert asyncio.get_running_loop().time() - started < 5
     assert code == 0
+
+
+async def test_workflow_ids_beyond_any_database_get_404(server: LiveServer) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(ws_url(server, f"/ws/workflow/{2**63}"))
+    assert refused.value.response.status_code == 404

@@ -22,6 +22,7 @@ from quart import Blueprint, abort, websocket
 
 from .. import __version__, queries
 from ..hub import RESYNC, SHUTDOWN, Subscription
+from ..models import MAX_BIGINT
 from .common import panoptes
 
 bp = Blueprint("feed", __name__)
@@ -92,6 +93,8 @@ async def _serve(workflow_id: int | None) -> None:
     since = _since()
     app = panoptes()
     if workflow_id is not None:
+        if workflow_id > MAX_BIGINT:  # no such row can exist; the database would refuse it
+            abort(404, description=f"no workflow with id {workflow_id}")
         async with app.sessions() as session:
             if await queries.get_workflow(session, workflow_id) is None:
                 abort(404, description=f"no workflow with id {workflow_id}")
