@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, func, select
 
-from .models import Job, Workflow, utcnow
+from .models import MAX_BIGINT, MAX_INT, Job, Workflow, utcnow
 from .status import FINISHED, JobStatus, WorkflowStatus, can_move
-from .writer import DomainError, Tx
+from .writer import DomainError, Preload, Tx
 
 W = WorkflowStatus
 
@@ -33,6 +33,9 @@ MAX_ERROR_CHARS = 64 * 1024
 # Workflow names are unique, and a unique index cannot hold arbitrarily long keys
 # (PostgreSQL's B-tree stops near 2,700 bytes): longer names are refused, never cut.
 MAX_NAME_CHARS = 200
+# Snakemake's messages are a few levels deep; far deeper ones could not even be written back
+# out as JSON (orjson stops at 255 levels, and stored values travel inside envelopes).
+MAX_DEPTH = 64
 
 
 class IngestError(DomainError):
@@ -56,6 +59,11 @@ class Message:
     at: datetime
 
 
+def _fits(number: int) -> bool:
+    """Whether an INTEGER column (job ids, counts, threads, priorities) can hold it."""
+    return -MAX_INT - 1 <= number <= MAX_INT
+
+
 def _int_field(body: dict[str, Any], name: str, *, optional: bool = False) -> int | None:
     value = body.get(name)
     if value is None and optional:
@@ -63,9 +71,26 @@ def _int_field(body: dict[str, Any], name: str, *, optional: bool = False) -> in
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise IngestError(f"{name!r} must be an integer, got {value!r}")
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise IngestError(f"{name!r} must be an integer, got {value!r}") from None
+    if not _fits(number):
+        raise IngestError(f"{name!r} is out of range, got {value!r}")
+    return number
+
+
+def clean(value: Any, depth: int = 0) -> Any:
+    """A JSON value with every NUL character made U+FFFD: PostgreSQL cannot store NUL in
+    text, and a client's message is kept rather than refused over one."""
+    if depth > MAX_DEPTH:
+        raise IngestError(f"'msg' is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [clean(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {clean(key): clean(item, depth + 1) for key, item in value.items()}
+    return value
 
 
 def _event_time(body: dict[str, Any], received: datetime) -> datetime:
@@ -87,11 +112,18 @@ def parse_workflow_id(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise IngestError(f"'id' must be the integer /create_workflow returned, got {value!r}")
     try:
-        return int(value)
+        workflow_id = int(value)
     except ValueError:
         raise IngestError(
             f"'id' must be the integer /create_workflow returned, got {value!r}"
         ) from None
+    if not 0 <= workflow_id <= MAX_BIGINT:  # no workflow can have it
+        raise IngestError(
+            f"no workflow with id {workflow_id}; register with /create_workflow",
+            status=422,
+            error="unknown workflow",
+        )
+    return workflow_id
 
 
 def parse_message(envelope: dict[str, Any], received: datetime | None = None) -> Message:
@@ -100,9 +132,9 @@ def parse_message(envelope: dict[str, Any], received: datetime | None = None) ->
     raw = envelope.get("msg")
     if raw is None:
         raise IngestError("'msg' is missing")
+    raw_text: str | None = None
     if isinstance(raw, dict):
         body = raw
-        raw_text = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
     elif isinstance(raw, str):
         try:
             body = orjson.loads(raw)
@@ -113,6 +145,12 @@ def parse_message(envelope: dict[str, Any], received: datetime | None = None) ->
         raise IngestError("'msg' must be a JSON-encoded object")
     if not isinstance(body, dict):
         raise IngestError("'msg' must encode a JSON object")
+    if raw_text is None:
+        body = clean(body)  # first: orjson cannot write what is nested too deeply
+        raw_text = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+    elif "\\u0000" in raw_text or raw_text.count("[") + raw_text.count("{") > MAX_DEPTH:
+        # The cheap tests above spare nearly every message the walk through it.
+        body = clean(body)
     level = body.get("level", "")
     if not isinstance(level, str):
         raise IngestError(f"'level' must be a string, got {level!r}")
@@ -128,6 +166,18 @@ def _check_job(body: dict[str, Any]) -> None:
     _int_field(body, "jobid")
 
 
+def _check_strings(body: dict[str, Any], *names: str) -> None:
+    for name in names:
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise IngestError(f"{name!r} must be a string, got {type(value).__name__}")
+
+
+def _check_job_error(body: dict[str, Any]) -> None:
+    _check_job(body)
+    _check_strings(body, "name", "shellcmd")
+
+
 def _check_optional_job(body: dict[str, Any]) -> None:
     _int_field(body, "jobid", optional=True)
 
@@ -138,10 +188,7 @@ def _check_job_info(body: dict[str, Any]) -> None:
         value = body.get(name)
         if value is not None and not isinstance(value, list | str):
             raise IngestError(f"{name!r} must be a list of paths, got {type(value).__name__}")
-    for name in ("name", "msg", "shellcmd", "reason"):
-        value = body.get(name)
-        if value is not None and not isinstance(value, str):
-            raise IngestError(f"{name!r} must be a string, got {type(value).__name__}")
+    _check_strings(body, "name", "msg", "shellcmd", "reason")
     wildcards = body.get("wildcards")
     if wildcards is not None and not isinstance(wildcards, dict | list):
         raise IngestError("'wildcards' must be an object")
@@ -153,7 +200,7 @@ def _check_job_started(body: dict[str, Any]) -> None:
     jobs = body.get("jobs")
     items = jobs if isinstance(jobs, list) else [jobs]
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
+        if isinstance(item, bool) or not isinstance(item, int) or not _fits(item):
             raise IngestError(f"'jobs' must be a list of integer job ids, got {jobs!r}")
 
 
@@ -168,7 +215,7 @@ VALIDATORS: dict[str, Callable[[dict[str, Any]], None]] = {
     "job_info": _check_job_info,
     "job_started": _check_job_started,
     "job_finished": _check_job,
-    "job_error": _check_job,
+    "job_error": _check_job_error,
     "shellcmd": _check_optional_job,
     "progress": _check_progress,
 }
@@ -204,11 +251,24 @@ class Registration:
 # --------------------------------------------------------------------------- applying
 
 
+def rows_to_load(message: Message) -> Preload:
+    """The workflow and jobs applying the message looks up, for the writer to load at once."""
+    body = message.body
+    jobids: list[Any] = []
+    if message.level == "job_started":
+        jobids = body["jobs"] if isinstance(body["jobs"], list) else [body["jobs"]]
+    elif message.level in ("job_info", "job_finished", "job_error", "shellcmd"):
+        jobids = [body["jobid"]] if body.get("jobid") is not None else []
+    workflow_id = message.workflow_id
+    return Preload(workflows=(workflow_id,), jobs=tuple((workflow_id, int(j)) for j in jobids))
+
+
 async def sweep_stale(tx: Tx, stale_hours: float, now: datetime | None = None) -> int:
     """Mark Running workflows that have been silent too long as Stale."""
     if stale_hours <= 0:
         return 0
     cutoff = (now or utcnow()) - timedelta(hours=stale_hours)
+    await tx.flush()  # the batch's changes to these columns count
     silent = await tx.session.scalars(
         select(Workflow).where(Workflow.status == W.RUNNING, Workflow.updated_at < cutoff)
     )
@@ -225,6 +285,9 @@ async def register_workflow(tx: Tx, request: Registration, stale_hours: float) -
     now = utcnow()
     await sweep_stale(tx, stale_hours, now)
     name = request.name or str(uuid.uuid4())
+    # The batch may have registered or renamed a workflow of this name, or started jobs of
+    # the one the name belongs to (which the reset below must delete too).
+    await tx.flush()
     existing = await tx.session.scalar(select(Workflow).where(Workflow.name == name))
     if existing is not None and existing.status == W.RUNNING:
         # Restart protection: a live run is never wiped; the new one gets its own name.
@@ -318,6 +381,7 @@ async def _finish_successfully(tx: Tx, wf: Workflow, at: datetime) -> None:
     if wf.status in (W.RUNNING, W.STALE):
         # The run succeeded, so every job it started finished, even where the client
         # did not say so (snakemake -q sends job_started but no job_finished).
+        await tx.flush()
         unfinished = await tx.session.scalars(
             select(Job).where(Job.workflow_id == wf.id, Job.status == JobStatus.RUNNING)
         )
@@ -326,7 +390,7 @@ async def _finish_successfully(tx: Tx, wf: Workflow, at: datetime) -> None:
             job.finished_at = at
             _end_attempt(job, JobStatus.DONE, at, None)
             tx.changed_job(job)
-        await tx.session.flush()
+        await tx.flush()
         await _reconcile_counts(tx, wf)
         _move(tx, wf, W.DONE, at)
 
@@ -402,7 +466,7 @@ async def _retry(tx: Tx, wf: Workflow, job: Job, at: datetime) -> None:
     job.attempts = [*(job.attempts or []), _attempt_record(job.attempt, at)]
     tx.changed_job(job)
     if was_error and wf.status == W.ERROR:
-        await tx.session.flush()
+        await tx.flush()
         failing = await tx.session.scalar(
             select(func.count()).where(Job.workflow_id == wf.id, Job.status == JobStatus.ERROR)
         )

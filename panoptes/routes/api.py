@@ -5,11 +5,22 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 
 from .. import __version__, ingest, queries
+from ..openapi import openapi_document
 from ..status import JobStatus, WorkflowStatus
 from ..views import job_view, workflow_view
-from .common import BadRequest, body_fields, int_arg, json_response, list_arg, panoptes
+from .common import (
+    BadRequest,
+    body_fields,
+    ids_in_range,
+    int_arg,
+    json_response,
+    list_arg,
+    no_nul,
+    panoptes,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+bp.url_value_preprocessor(ids_in_range)
 
 WORKFLOW_STATUSES = {s.value.lower(): s.value for s in WorkflowStatus}
 JOB_STATUSES = {s.value.lower(): s.value for s in JobStatus}
@@ -38,6 +49,11 @@ def _page() -> queries.Page:
     )
 
 
+@bp.get("/openapi.json")
+async def openapi() -> Response:
+    return json_response(openapi_document())
+
+
 @bp.get("/service-info")
 async def service_info() -> Response:
     # Snakemake 7/8 refuse to start unless this says "running"; it does so whenever panoptes
@@ -57,7 +73,8 @@ async def service_info() -> Response:
 async def list_workflows() -> Response:
     statuses = _statuses(WORKFLOW_STATUSES)
     page = _page()
-    search = (request.args.get("q") or request.args.get("name") or "").strip() or None
+    text = (request.args.get("q") or request.args.get("name") or "").strip()
+    search = no_nul(text, "query parameter 'q'") or None
     app = panoptes()
     await app.sweep_if_due()
     async with app.sessions() as session:
@@ -152,6 +169,7 @@ async def rename_workflow(workflow_id: int) -> Response:
     name = name.strip()
     if not name:
         raise BadRequest("'name' must not be empty")
+    no_nul(name, "'name'")
     if len(name) > ingest.MAX_NAME_CHARS:
         raise BadRequest(f"'name' must be at most {ingest.MAX_NAME_CHARS} characters")
     wf = await app.rename(workflow_id, name)

@@ -29,14 +29,15 @@ def called_by_clients(method: str, path: str) -> bool:
 
 def _text(fields: dict[str, object], name: str) -> str | None:
     value = fields.get(name)
-    return value if isinstance(value, str) and value else None
+    return ingest.clean(value) if isinstance(value, str) and value else None
 
 
 @bp.get("/create_workflow")
 async def create_workflow() -> Response:
     # The stable id: ?workflow_id= (plugin >= 0.2.2) or ?name= (older plugin, and
     # --wms-monitor-arg name=...). An empty workflow_id falls back to name.
-    name = (request.args.get("workflow_id") or request.args.get("name") or "").strip() or None
+    given = request.args.get("workflow_id") or request.args.get("name") or ""
+    name = ingest.clean(given.strip()) or None
     try:
         fields = await body_fields(required=False)
     except BadRequest:

@@ -1,0 +1,512 @@
+"""The OpenAPI 3.1 document of the REST API and the two endpoints Snakemake calls.
+
+Written by hand from what the routes and views.py really answer; tests/test_openapi.py keeps
+it honest: its paths must be exactly the app's routes, and schemathesis checks every answer
+of a running server against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .ingest import MAX_NAME_CHARS
+from .models import MAX_BIGINT, MAX_INT
+from .status import JobStatus, WorkflowStatus
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def _object(properties: dict[str, Schema], description: str = "") -> Schema:
+    """An object that has exactly these properties, all of them always present."""
+    schema: Schema = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+    if description:
+        schema["description"] = description
+    return schema
+
+
+TIME: Schema = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
+COUNT: Schema = {"type": "integer", "minimum": 0}
+TEXT: Schema = {"type": "string"}
+PATHS: Schema = {
+    "type": "array",
+    "items": {},
+    "description": "paths, as strings (a job converted from panoptes 1.x may hold other values)",
+}
+
+
+def _schemas() -> dict[str, Schema]:
+    workflow_statuses = [s.value for s in WorkflowStatus]
+    job_statuses = [s.value for s in JobStatus]
+    return {
+        "Error": _object({"error": TEXT, "detail": TEXT}, "Every 4xx (and 5xx) answer of the API."),
+        "Workflow": _object(
+            {
+                "id": {"type": "integer"},
+                "name": {**TEXT, "description": "unique; the client's workflow id, or a uuid"},
+                "status": {"type": "string", "enum": workflow_statuses},
+                "jobs_done": COUNT,
+                "jobs_total": COUNT,
+                "started_at": TIME,
+                "updated_at": TIME,
+                "finished_at": _nullable(TIME),
+                "completed_at": _nullable(
+                    {**TIME, "description": "the same as finished_at (the 1.x name)"}
+                ),
+                "error": _nullable(TEXT),
+                "dry_run": {"type": "boolean"},
+                "command": _nullable(TEXT),
+                "workdir": _nullable(TEXT),
+            }
+        ),
+        "Attempt": _object(
+            {
+                "attempt": {"type": "integer", "minimum": 1},
+                "status": {"type": "string", "enum": job_statuses},
+                "started_at": _nullable(TIME),
+                "finished_at": _nullable(TIME),
+                "error": _nullable(TEXT),
+            }
+        ),
+        "Job": _object(
+            {
+                "jobid": {"type": "integer"},
+                "workflow_id": {"type": "integer"},
+                "rule": _nullable(TEXT),
+                "name": _nullable({**TEXT, "description": "the same as rule (the 1.x name)"}),
+                "status": {"type": "string", "enum": job_statuses},
+                "message": _nullable(TEXT),
+                "wildcards": {"type": "object"},
+                "input": PATHS,
+                "output": PATHS,
+                "log": PATHS,
+                "shell_command": _nullable(TEXT),
+                "threads": _nullable({"type": "integer"}),
+                "resources": _nullable({"type": "object"}),
+                "priority": _nullable({"type": "integer"}),
+                "reason": _nullable(TEXT),
+                "is_checkpoint": {"type": "boolean"},
+                "started_at": _nullable(TIME),
+                "finished_at": _nullable(TIME),
+                "completed_at": _nullable(TIME),
+                "attempt": {"type": "integer", "minimum": 1},
+                "attempts": {"type": "array", "items": _ref("Attempt")},
+                "error": _nullable(TEXT),
+            }
+        ),
+        "Rule": _object(
+            {
+                "rule": {**TEXT, "description": "empty for jobs whose rule is not known yet"},
+                "total": COUNT,
+                "done": COUNT,
+                "running": COUNT,
+                "error": COUNT,
+                "waiting": COUNT,
+            }
+        ),
+        "WorkflowList": _object(
+            {
+                "workflows": {"type": "array", "items": _ref("Workflow")},
+                "count": {**COUNT, "description": "how many match, on all pages"},
+                "limit": COUNT,
+                "offset": COUNT,
+                "next_cursor": _nullable(
+                    {"type": "integer", "description": "?cursor= for the next page"}
+                ),
+            }
+        ),
+        "JobList": _object(
+            {
+                "jobs": {"type": "array", "items": _ref("Job")},
+                "count": COUNT,
+                "limit": COUNT,
+                "offset": COUNT,
+                "next_cursor": _nullable({"type": "integer"}),
+            }
+        ),
+        "ServiceInfo": _object(
+            {
+                "status": {"type": "string", "enum": ["running", "unavailable"]},
+                "version": TEXT,
+                "database": {
+                    "type": "object",
+                    "properties": {
+                        "ok": {"type": "boolean"},
+                        "backend": TEXT,
+                        "latency_ms": {"type": "number", "minimum": 0},
+                        "error": {**TEXT, "description": "when ok is false"},
+                    },
+                    "required": ["ok", "backend"],
+                    "additionalProperties": False,
+                },
+                "hub": _object(
+                    {
+                        "backend": TEXT,
+                        "connected": {"type": "boolean"},
+                        "subscribers": COUNT,
+                        "delivered_seq": COUNT,
+                    }
+                ),
+            }
+        ),
+    }
+
+
+def _json(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _error(description: str) -> Schema:
+    return _json(_ref("Error"), description)
+
+
+BAD_QUERY = _error("a query parameter is malformed or out of range")
+NOT_FOUND = _error("no such workflow (or job), or an id out of range")
+UNAUTHORIZED = _error("PANOPTES_TOKEN is set and the request does not carry it")
+CROSS_SITE = _error("a request from another site's page may not change anything")
+CONFLICT = _error("the workflow's state does not allow it")
+TOO_LARGE = _error("the body is larger than PANOPTES_MAX_BODY_BYTES")
+MEDIA_TYPE = _error("the body is neither JSON nor a form")
+
+
+def _workflow_id() -> Schema:
+    return {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_BIGINT},
+        "example": 1,
+    }
+
+
+def _query(name: str, schema: Schema, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _paging(what: str) -> list[Schema]:
+    return [
+        _query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            f"how many {what} to return",
+        ),
+        _query("offset", {"type": "integer", "minimum": 0, "default": 0}, f"{what} to skip"),
+        _query(
+            "cursor",
+            {"type": "integer", "minimum": 0},
+            "the previous page's next_cursor (an empty value is the first page)",
+        ),
+    ]
+
+
+def _statuses(statuses: list[str]) -> Schema:
+    return _query(
+        "status",
+        {"type": "array", "items": {"type": "string", "enum": statuses}},
+        "only these statuses; repeat it or separate with commas (case does not matter)",
+    )
+
+
+def _reads(summary: str, ok: Schema, *, found: bool = True, query: bool = False) -> Schema:
+    responses: dict[str, Schema] = {"200": ok, "401": UNAUTHORIZED}
+    if query:
+        responses["400"] = BAD_QUERY
+    if found:
+        responses["404"] = NOT_FOUND
+    return {"summary": summary, "responses": responses}
+
+
+def _changes(summary: str, ok: dict[str, Schema], *, found: bool = True) -> Schema:
+    responses: dict[str, Schema] = {**ok, "401": UNAUTHORIZED, "403": CROSS_SITE}
+    if found:
+        responses["404"] = NOT_FOUND
+    return {"summary": summary, "responses": responses}
+
+
+def _workflow_paths() -> dict[str, Schema]:
+    workflow = _json(_object({"workflow": _ref("Workflow")}), "the workflow")
+    rename_body = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS}},
+    }
+    rename = _changes("Rename a workflow", {"200": workflow})
+    rename["description"] = (
+        "Without a name (Snakemake 8 sends {} after registering) nothing changes and the "
+        "workflow is returned."
+    )
+    rename["requestBody"] = {
+        "required": False,
+        "content": {JSON: {"schema": rename_body}, FORM: {"schema": rename_body}},
+    }
+    rename["responses"].update(
+        {
+            "400": _error(
+                f"the name is not a non-empty string of at most {MAX_NAME_CHARS} "
+                "characters, or holds a NUL"
+            ),
+            "409": _error("another workflow has that name"),
+            "413": TOO_LARGE,
+            "415": MEDIA_TYPE,
+        }
+    )
+    delete = _changes(
+        "Delete a finished workflow and its jobs", {"204": {"description": "deleted"}}
+    )
+    delete["responses"]["409"] = _error("the workflow is running: cancel it first")
+    return {
+        "get": {"parameters": [_workflow_id()], **_reads("One workflow", workflow)},
+        "put": {"parameters": [_workflow_id()], **rename},
+        "delete": {"parameters": [_workflow_id()], **delete},
+    }
+
+
+def _paths() -> dict[str, Schema]:
+    job = _json(
+        _object({"job": _ref("Job"), "jobs": {**_ref("Job"), "description": "= job (1.x)"}}),
+        "the job, with its input, output, log, shell command and attempts",
+    )
+    cancel = _changes(
+        "Mark a running (or stale) workflow Cancelled",
+        {"200": _json(_object({"workflow": _ref("Workflow")}), "the cancelled workflow")},
+    )
+    cancel["responses"]["409"] = CONFLICT
+    return {
+        "/api/openapi.json": {
+            "get": _reads("This document", _json({"type": "object"}, "OpenAPI 3.1"), found=False)
+        },
+        "/api/service-info": {
+            "get": {
+                "summary": "Whether panoptes can store what clients send",
+                "description": "Open even when a token is set (health checks, Snakemake 8).",
+                "responses": {
+                    "200": _json(_ref("ServiceInfo"), "running"),
+                    "503": _json(_ref("ServiceInfo"), "the database does not answer"),
+                },
+            }
+        },
+        "/api/workflows": {
+            "get": {
+                "parameters": [
+                    _statuses([s.value for s in WorkflowStatus]),
+                    _query("q", {"type": "string"}, "only names containing this (any case)"),
+                    _query("name", {"type": "string"}, "the same as q, when q is not given"),
+                    *_paging("workflows"),
+                ],
+                **_reads(
+                    "Workflows, newest first",
+                    _json(_ref("WorkflowList"), "a page"),
+                    found=False,
+                    query=True,
+                ),
+            }
+        },
+        "/api/workflows/stats": {
+            "get": _reads(
+                "How many workflows there are in each status",
+                _json(
+                    _object(
+                        {
+                            "counts": {
+                                "type": "object",
+                                "propertyNames": {"enum": [s.value for s in WorkflowStatus]},
+                                "additionalProperties": COUNT,
+                            },
+                            "total": COUNT,
+                        }
+                    ),
+                    "statuses with no workflow are left out of counts",
+                ),
+                found=False,
+            )
+        },
+        "/api/workflows/all": {
+            "delete": _changes(
+                "Delete every workflow",
+                {"200": _json(_object({"deleted": COUNT, "msg": TEXT}), "how many went")},
+                found=False,
+            )
+        },
+        "/api/workflow/{id}": _workflow_paths(),
+        "/api/workflow/{id}/jobs": {
+            "get": {
+                "parameters": [
+                    _workflow_id(),
+                    _statuses([s.value for s in JobStatus]),
+                    _query(
+                        "rule",
+                        {"type": "array", "items": {"type": "string"}},
+                        "only jobs of these rules; repeat it or separate with commas",
+                    ),
+                    *_paging("jobs"),
+                ],
+                **_reads(
+                    "A workflow's jobs, in the order they started",
+                    _json(_ref("JobList"), "a page"),
+                    query=True,
+                ),
+            }
+        },
+        "/api/workflow/{id}/job/{jobid}": {
+            "get": {
+                "parameters": [
+                    _workflow_id(),
+                    {
+                        "name": "jobid",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+                        "description": "Snakemake's job id within the run",
+                        "example": 1,
+                    },
+                ],
+                **_reads("One job", job),
+            }
+        },
+        "/api/workflow/{id}/rules": {
+            "get": {
+                "parameters": [_workflow_id()],
+                **_reads(
+                    "Per rule: how many jobs are done, running, failed, waiting",
+                    _json(
+                        _object({"rules": {"type": "array", "items": _ref("Rule")}}),
+                        "sorted by rule",
+                    ),
+                ),
+            }
+        },
+        "/api/workflow/{id}/cancel": {"post": {"parameters": [_workflow_id()], **cancel}},
+        **_client_paths(),
+    }
+
+
+def _client_paths() -> dict[str, Schema]:
+    envelope_form = {
+        "type": "object",
+        "properties": {
+            "msg": {"type": "string", "description": "a JSON-encoded object with a level"},
+            "timestamp": {"type": "string", "description": "the client's time.asctime()"},
+            "id": {"type": "string", "description": "the id /create_workflow returned"},
+        },
+        "required": ["msg", "id"],
+    }
+    envelope_json = {
+        "type": "object",
+        "properties": {
+            "msg": {"type": ["string", "object"]},
+            "timestamp": {"type": "string"},
+            "id": {"type": ["integer", "string"]},
+        },
+        "required": ["msg", "id"],
+    }
+    registration = {
+        "type": "object",
+        "properties": {"command": TEXT, "workdir": TEXT, "snakefile": TEXT},
+    }
+    return {
+        "/create_workflow": {
+            "get": {
+                "summary": "Register a run (called by Snakemake)",
+                "description": (
+                    "Snakemake 7/8 send a body with the command line, working directory and "
+                    "Snakefile, as a form or as JSON; a body panoptes cannot read is ignored."
+                ),
+                "parameters": [
+                    _query(
+                        "workflow_id",
+                        {"type": "string", "maxLength": MAX_NAME_CHARS},
+                        "the stable id (name) of the run",
+                    ),
+                    _query(
+                        "name",
+                        {"type": "string", "maxLength": MAX_NAME_CHARS},
+                        "the same, from older clients and --wms-monitor-arg name=...",
+                    ),
+                ],
+                "requestBody": {
+                    "required": False,
+                    "content": {JSON: {"schema": registration}, FORM: {"schema": registration}},
+                },
+                "responses": {
+                    "200": _json(_ref("Workflow"), "the new (or reused) workflow"),
+                    "400": _error(f"the workflow id is longer than {MAX_NAME_CHARS} characters"),
+                    "401": UNAUTHORIZED,
+                    "403": CROSS_SITE,
+                },
+            }
+        },
+        "/update_workflow_status": {
+            "post": {
+                "summary": "One message of a run (called by Snakemake)",
+                "description": (
+                    "Snakemake 7/8 abort the user's workflow on a 401/403/404/500 from here, "
+                    "so a message panoptes cannot use is answered 400, 413, 415 or 422; they "
+                    "print it and go on. Snakemake 7.32 sends JSON without a Content-Type."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {FORM: {"schema": envelope_form}, JSON: {"schema": envelope_json}},
+                },
+                "responses": {
+                    "200": _json(
+                        _object({"status": {"type": "string", "enum": ["ok", "duplicate"]}}),
+                        "stored, or dropped as the duplicate Snakemake 8 sends",
+                    ),
+                    "400": _error("the message is malformed; nothing was stored"),
+                    "401": UNAUTHORIZED,
+                    "403": CROSS_SITE,
+                    "413": TOO_LARGE,
+                    "415": MEDIA_TYPE,
+                    "422": _error("no workflow has that id: call /create_workflow first"),
+                },
+            }
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "panoptes",
+            "version": __version__,
+            "description": (
+                "Live monitoring of Snakemake workflows. Errors are "
+                '{"error": ..., "detail": ...} with a 4xx status.'
+            ),
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "PANOPTES_TOKEN, when the server has one",
+                }
+            },
+        },
+        # The token is optional: a server without PANOPTES_TOKEN needs none.
+        "security": [{}, {"token": []}],
+    }
