@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from quart import Blueprint, Response, redirect, render_template, request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import __version__, queries
 from ..status import JobStatus, WorkflowStatus
 from ..views import job_view, workflow_view
-from .common import BadRequest, int_arg, panoptes
+from .common import BadRequest, ids_in_range, int_arg, no_nul, panoptes
 
 bp = Blueprint("pages", __name__)
+bp.url_value_preprocessor(ids_in_range)
 
 PAGE_SIZE = 200
 MAX_JOBS_SHOWN = 5000
@@ -25,7 +27,7 @@ async def dashboard() -> Response:
     status = request.args.get("status") or None
     if status is not None and status not in {s.value for s in WorkflowStatus}:
         raise BadRequest(f"unknown status {status!r}")
-    search = (request.args.get("q") or "").strip() or None
+    search = no_nul((request.args.get("q") or "").strip(), "'q'") or None
     offset = int_arg("offset", 0)
     app = panoptes()
     await app.sweep_if_due()
@@ -59,11 +61,8 @@ async def workflows_list() -> Response:
     return redirect("/", 308)  # type: ignore[return-value]
 
 
-async def _workflow(workflow_id: int) -> dict[str, object]:
-    app = panoptes()
-    await app.sweep_if_due()
-    async with app.sessions() as session:
-        wf = await queries.get_workflow(session, workflow_id)
+async def _workflow(session: AsyncSession, workflow_id: int) -> dict[str, object]:
+    wf = await queries.get_workflow(session, workflow_id)
     if wf is None:
         raise BadRequest(f"no workflow with id {workflow_id}", status=404, error="not found")
     return workflow_view(wf)
@@ -71,9 +70,12 @@ async def _workflow(workflow_id: int) -> dict[str, object]:
 
 @bp.get("/workflow/<int:workflow_id>")
 async def workflow_page(workflow_id: int) -> Response:
-    workflow = await _workflow(workflow_id)
-    async with panoptes().sessions() as session:
+    app = panoptes()
+    await app.sweep_if_due()
+    async with app.sessions() as session:
+        # The feed position before the data: the page's feed replays whatever changed after.
         seq = await queries.last_seq(session)
+        workflow = await _workflow(session, workflow_id)
         rules = await queries.rule_progress(session, workflow_id)
         jobs, count = await queries.list_jobs(
             session, workflow_id, queries.Page(limit=MAX_JOBS_SHOWN)
@@ -91,9 +93,11 @@ async def workflow_page(workflow_id: int) -> Response:
 
 @bp.get("/workflow/<int:workflow_id>/job/<int:jobid>")
 async def job_page(workflow_id: int, jobid: int) -> Response:
-    workflow = await _workflow(workflow_id)
-    async with panoptes().sessions() as session:
+    app = panoptes()
+    await app.sweep_if_due()
+    async with app.sessions() as session:
         seq = await queries.last_seq(session)
+        workflow = await _workflow(session, workflow_id)
         job = await queries.get_job(session, workflow_id, jobid)
     if job is None:
         raise BadRequest(
