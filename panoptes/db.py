@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -21,12 +23,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def json_dumps(value: Any) -> str:
+    """JSON columns are written with orjson (several times faster than json: every event
+    and job row holds some), and with json for what orjson refuses (integers over 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)  # NaN and Infinity, which json writes and orjson refuses
+
+
 def make_engine(url: str) -> AsyncEngine:
+    json_options: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 10})
+        engine = create_async_engine(url, connect_args={"timeout": 10}, **json_options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, **json_options
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .models import Event, Job, Workflow
@@ -33,12 +34,20 @@ async def list_workflows(
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conditions.append(Workflow.name.ilike(f"%{escaped}%", escape="\\"))
-    count = await session.scalar(select(func.count()).select_from(Workflow).where(*conditions))
     query = select(Workflow).where(*conditions).order_by(Workflow.id.desc())
     if page.cursor is not None:
         query = query.where(Workflow.id < page.cursor)
-    query = query.offset(page.offset).limit(page.limit)
-    return list(await session.scalars(query)), count or 0
+    workflows = list(await session.scalars(query.offset(page.offset).limit(page.limit)))
+    if _is_everything(page, len(workflows)):
+        return workflows, len(workflows)
+    count = await session.scalar(select(func.count()).select_from(Workflow).where(*conditions))
+    return workflows, count or 0
+
+
+def _is_everything(page: Page, rows: int) -> bool:
+    """Whether a page holds every matching row (a first page with room to spare), so the
+    count is known without counting."""
+    return page.offset == 0 and page.cursor is None and rows < page.limit
 
 
 async def status_counts(session: AsyncSession) -> dict[str, int]:
@@ -63,12 +72,14 @@ async def list_jobs(
         conditions.append(Job.status.in_(statuses))
     if rules:
         conditions.append(Job.rule.in_(rules))
-    count = await session.scalar(select(func.count()).select_from(Job).where(*conditions))
     query = select(Job).where(*conditions).order_by(Job.id)
     if page.cursor is not None:
         query = query.where(Job.id > page.cursor)
-    query = query.offset(page.offset).limit(page.limit)
-    return list(await session.scalars(query)), count or 0
+    jobs = list(await session.scalars(query.offset(page.offset).limit(page.limit)))
+    if _is_everything(page, len(jobs)):
+        return jobs, len(jobs)
+    count = await session.scalar(select(func.count()).select_from(Job).where(*conditions))
+    return jobs, count or 0
 
 
 async def get_job(session: AsyncSession, workflow_id: int, jobid: int) -> Job | None:
@@ -96,19 +107,41 @@ async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[st
     return [rules[name] for name in sorted(rules)]
 
 
-async def rule_counts(session: AsyncSession, workflow_id: int, rule: str | None) -> dict[str, Any]:
-    """The counts of one rule (jobs whose rule is not known yet count under "")."""
-    match = Job.rule.is_(None) if rule is None else Job.rule == rule
-    rows = await session.execute(
-        select(Job.status, func.count())
-        .where(Job.workflow_id == workflow_id, match)
-        .group_by(Job.status)
-    )
-    entry = _empty_rule(rule or "")
-    for status, count in rows:
-        entry[JobStatus(status).value.lower()] += count
-        entry["total"] += count
-    return entry
+# Keeps each statement well inside every database's limit on bound parameters.
+KEYS_PER_QUERY = 500
+
+
+async def rule_counts(
+    session: AsyncSession, keys: Collection[tuple[int, str | None]]
+) -> dict[tuple[int, str | None], dict[str, Any]]:
+    """The counts of some rules, by (workflow id, rule); a job whose rule is not known yet
+    counts under None (shown as "")."""
+    counts = {key: _empty_rule(key[1] or "") for key in keys}
+    ordered = sorted(keys, key=lambda key: (key[0], key[1] or ""))
+    for start in range(0, len(ordered), KEYS_PER_QUERY):
+        named: dict[int, list[str]] = {}
+        unnamed: list[int] = []
+        for workflow_id, rule in ordered[start : start + KEYS_PER_QUERY]:
+            if rule is None:
+                unnamed.append(workflow_id)
+            else:
+                named.setdefault(workflow_id, []).append(rule)
+        matches = [
+            and_(Job.workflow_id == workflow_id, Job.rule.in_(rules))
+            for workflow_id, rules in named.items()
+        ]
+        if unnamed:
+            matches.append(and_(Job.workflow_id.in_(unnamed), Job.rule.is_(None)))
+        rows = await session.execute(
+            select(Job.workflow_id, Job.rule, Job.status, func.count())
+            .where(or_(*matches))
+            .group_by(Job.workflow_id, Job.rule, Job.status)
+        )
+        for workflow_id, rule, status, count in rows:
+            entry = counts[(workflow_id, rule)]
+            entry[JobStatus(status).value.lower()] += count
+            entry["total"] += count
+    return counts
 
 
 async def events_since(

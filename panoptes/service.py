@@ -100,7 +100,9 @@ class Panoptes:
         return await self.writer.submit(op)
 
     async def ingest(self, message: ingest.Message) -> bool:
-        return await self.writer.submit(lambda tx: ingest.apply_message(tx, message))
+        return await self.writer.submit(
+            lambda tx: ingest.apply_message(tx, message), ingest.rows_to_load(message)
+        )
 
     # ---- stale runs
 
@@ -156,6 +158,7 @@ class Panoptes:
 
     async def _prune_batch(self, tx: Tx, cutoff: datetime) -> int:
         ended = func.coalesce(Workflow.finished_at, Workflow.updated_at)
+        await tx.flush()  # the batch's changes to these columns count
         expired = list(
             await tx.session.scalars(
                 select(Workflow)
@@ -172,8 +175,7 @@ class Panoptes:
                 delete(Event).where(Event.workflow_id.in_(ids)),
                 execution_options={"synchronize_session": False},
             )
-        for wf in expired:
-            await self._remove(tx, wf)
+        await self._remove(tx, expired)
         return len(expired)
 
     async def prune_expired(self) -> int:
@@ -207,6 +209,7 @@ class Panoptes:
             wf = await self._existing(tx, workflow_id)
             if wf.name == name:
                 return wf
+            await tx.flush()  # a workflow this batch registered or renamed may have it
             taken = await tx.session.scalar(select(Workflow.id).where(Workflow.name == name))
             if taken is not None:
                 raise Conflict(f"another workflow (id {taken}) is already named {name!r}")
@@ -243,24 +246,23 @@ class Panoptes:
                     f"POST /api/workflow/{workflow_id}/cancel",
                     error="workflow is running",
                 )
-            await self._remove(tx, wf)
+            await self._remove(tx, [wf])
 
         await self.writer.submit(op)
 
-    async def _remove(self, tx: Tx, wf: Workflow) -> None:
-        workflow_id = wf.id
-        await tx.session.delete(wf)
-        tx.forget_jobs(workflow_id)
-        tx.emit("workflow.deleted", workflow_id, {"workflow": {"id": workflow_id}})
+    async def _remove(self, tx: Tx, workflows: list[Workflow]) -> None:
+        for wf in workflows:
+            await tx.session.delete(wf)
+        await tx.flush()  # gone for the rest of the batch: a later get() finds nothing
+        tx.deleted_workflows([wf.id for wf in workflows])
 
     async def delete_all(self) -> int:
         async def op(tx: Tx) -> int:
+            await tx.flush()  # what the batch added goes too
             ids = list(await tx.session.scalars(select(Workflow.id)))
             count = await tx.session.scalar(select(func.count()).select_from(Workflow))
             await tx.session.execute(delete(Workflow))
-            tx.jobs_cache.clear()
-            for workflow_id in ids:
-                tx.emit("workflow.deleted", workflow_id, {"workflow": {"id": workflow_id}})
+            tx.deleted_workflows(ids)
             return count or 0
 
         return await self.writer.submit(op)

@@ -61,10 +61,10 @@ def job_view(job: Job) -> dict[str, Any]:
 
 def event_message(event: Event) -> dict[str, Any]:
     """An event as the feed sends it: type, seq, workflow_id, at, and the payload."""
-    return {
-        "type": event.type,
-        "seq": event.seq,
-        "workflow_id": event.workflow_id,
-        "at": event.created_at.isoformat(),
-        **event.payload,
-    }
+    return feed_message(event.type, event.seq, event.workflow_id, event.created_at, event.payload)
+
+
+def feed_message(
+    kind: str, seq: int, workflow_id: int | None, at: datetime, payload: dict[str, Any]
+) -> dict[str, Any]:
+    return {"type": kind, "seq": seq, "workflow_id": workflow_id, "at": at.isoformat(), **payload}

@@ -5,22 +5,29 @@ is returned only after the transaction holding it has committed: an acknowledged
 on disk. Operations queued while a commit is in flight are committed together (group
 commit), which is what makes SQLite ingest fast. After each commit the events the batch
 recorded are handed, in sequence order, to `publish` (the broadcast hub).
+
+Operations mark what they change (`Tx.changed_workflow`, `Tx.changed_job`); the batch turns
+that into events once, at its end: one event per changed object carrying its final state,
+one rule.updated per rule whose counts may have moved, all counted in one query. Sessions
+do not autoflush: an operation that reads with SQL what the batch may have changed flushes
+first (`Tx.flush`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import and_, event, func, insert, inspect, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from .models import Event, Job, Workflow, utcnow
-from .queries import rule_counts
-from .views import event_message, job_view, workflow_view
+from .queries import KEYS_PER_QUERY, rule_counts
+from .views import event_message, feed_message, job_view, workflow_view
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,55 @@ class DomainError(Exception):
             self.error = error
 
 
+# When one batch changes a workflow in several ways, its one event carries the kind that
+# tells a client most: a new workflow is announced as created whatever happened to it next,
+# and a reset (the page drops its jobs) is not hidden by a rename that came first. Between
+# equals the first wins.
+_KIND_RANK = {"workflow.updated": 0, "workflow.reset": 2, "workflow.created": 3}
+
+
+def _rank(kind: str) -> int:
+    return _KIND_RANK.get(kind, 1)
+
+
+RuleKey = tuple[int, str | None]
+
+
+@dataclass
+class Changes:
+    """Objects changed and not yet announced, one entry per object (by identity)."""
+
+    workflows: dict[int, tuple[Workflow, str]] = field(default_factory=dict)
+    jobs: dict[int, Job] = field(default_factory=dict)
+    # Rules whose counts may have changed besides the rules the changed jobs end up in:
+    # the rule a job had when it was looked up. A job that moves from one rule to another
+    # (job_started names no rule, job_info does) changes the counts of both.
+    rules: set[RuleKey] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.workflows or self.jobs)
+
+    def workflow(self, wf: Workflow, kind: str) -> None:
+        previous = self.workflows.get(id(wf))
+        if previous is None or _rank(kind) > _rank(previous[1]):
+            self.workflows[id(wf)] = (wf, kind)
+
+    def merge(self, other: Changes) -> None:
+        for wf, kind in other.workflows.values():
+            self.workflow(wf, kind)
+        self.jobs.update(other.jobs)
+        self.rules |= other.rules
+
+    def forget(self, workflow_ids: Collection[int], *, workflows: bool) -> None:
+        """Drop what is pending for these workflows' jobs (and for the workflows)."""
+        self.jobs = {k: job for k, job in self.jobs.items() if job.workflow_id not in workflow_ids}
+        self.rules = {key for key in self.rules if key[0] not in workflow_ids}
+        if workflows:
+            self.workflows = {
+                k: entry for k, entry in self.workflows.items() if entry[0].id not in workflow_ids
+            }
+
+
 @dataclass
 class Tx:
     """One operation's view of the open transaction, plus the changes it makes."""
@@ -53,55 +109,40 @@ class Tx:
     session: AsyncSession
     events: list[Event]
     jobs_cache: dict[tuple[int, int], Job]
-    _dirty_workflows: dict[int, tuple[Workflow, str]] = field(default_factory=dict)
-    _dirty_jobs: dict[int, Job] = field(default_factory=dict)
-    # Rules that jobs had when this operation looked them up: a job that moves from one rule
-    # to another (job_started names no rule, job_info does) changes the counts of both.
-    _rules_before: set[tuple[int, str | None]] = field(default_factory=set)
+    # Jobs the batch looked for when it began and did not find.
+    absent_jobs: set[tuple[int, int]] = field(default_factory=set)
+    # What the batch's earlier operations changed, and what this one changes: merged into
+    # the batch when the operation succeeds, dropped when it raises a DomainError.
+    batch: Changes = field(default_factory=Changes)
+    changes: Changes = field(default_factory=Changes)
 
     def changed_workflow(self, wf: Workflow, kind: str = "workflow.updated") -> None:
-        previous = self._dirty_workflows.get(id(wf))
-        # A more specific kind (created, reset, ...) wins over a plain update.
-        if previous is None or previous[1] == "workflow.updated":
-            self._dirty_workflows[id(wf)] = (wf, kind)
+        self.changes.workflow(wf, kind)
 
     def changed_job(self, job: Job) -> None:
-        self._dirty_jobs[id(job)] = job
+        self.changes.jobs[id(job)] = job
 
     def emit(self, kind: str, workflow_id: int | None, payload: dict[str, Any]) -> None:
+        """An event as it is, numbered in the order emitted (before the batch's changes)."""
         event = Event(type=kind, workflow_id=workflow_id, payload=payload, created_at=utcnow())
         self.session.add(event)
         self.events.append(event)
 
-    async def record_changes(self) -> None:
-        """Turn what the operation changed into numbered events (one per object)."""
-        if not (self._dirty_workflows or self._dirty_jobs):
-            return
-        await self.session.flush()  # ids for new rows
-        for wf, kind in self._dirty_workflows.values():
-            self.emit(kind, wf.id, {"workflow": workflow_view(wf)})
-        rules = set(self._rules_before)
-        for job in self._dirty_jobs.values():
-            self.emit("job.updated", job.workflow_id, {"job": job_view(job)})
-            rules.add((job.workflow_id, job.rule))
-        for workflow_id, rule in sorted(rules, key=lambda key: (key[0], key[1] or "")):
-            counts = await rule_counts(self.session, workflow_id, rule)
-            self.emit("rule.updated", workflow_id, {"rule": counts})
-        self._dirty_workflows.clear()
-        self._dirty_jobs.clear()
-        self._rules_before.clear()
+    async def flush(self) -> None:
+        """Write what the batch changed so far, before a query that must see it."""
+        await self.session.flush()
 
     async def job(self, workflow_id: int, jobid: int) -> Job | None:
         key = (workflow_id, jobid)
         job = self.jobs_cache.get(key)
-        if job is None:
+        if job is None and key not in self.absent_jobs:
             job = await self.session.scalar(
                 select(Job).where(Job.workflow_id == workflow_id, Job.jobid == jobid)
             )
             if job is not None:
                 self.jobs_cache[key] = job
         if job is not None:
-            self._rules_before.add((workflow_id, job.rule))
+            self.changes.rules.add((workflow_id, job.rule))
         return job
 
     def add_job(self, job: Job) -> None:
@@ -109,8 +150,135 @@ class Tx:
         self.jobs_cache[(job.workflow_id, job.jobid)] = job
 
     def forget_jobs(self, workflow_id: int) -> None:
-        for key in [key for key in self.jobs_cache if key[0] == workflow_id]:
+        """The workflow's jobs are gone (deleted with SQL): nothing to look up or announce."""
+        self._forget({workflow_id}, workflows=False)
+
+    def deleted_workflows(self, workflow_ids: Collection[int]) -> None:
+        """Announce deleted workflows; whatever the batch changed in them goes unsaid."""
+        self._forget(set(workflow_ids), workflows=True)
+        for workflow_id in workflow_ids:
+            self.emit("workflow.deleted", workflow_id, {"workflow": {"id": workflow_id}})
+
+    def _forget(self, workflow_ids: set[int], *, workflows: bool) -> None:
+        for key in [key for key in self.jobs_cache if key[0] in workflow_ids]:
             del self.jobs_cache[key]
+        self.batch.forget(workflow_ids, workflows=workflows)
+        self.changes.forget(workflow_ids, workflows=workflows)
+
+
+@dataclass(frozen=True)
+class Preload:
+    """Rows an operation is going to look up. A batch loads those of all its operations in
+    one query per table before running them, instead of one query per lookup."""
+
+    workflows: tuple[int, ...] = ()
+    jobs: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass
+class _Loaded:
+    workflows: list[Workflow]  # held here: the session's identity map holds them weakly
+    jobs: dict[tuple[int, int], Job]
+    absent_jobs: set[tuple[int, int]]
+
+
+async def _preload(session: AsyncSession, wanted: list[Preload]) -> _Loaded:
+    workflow_ids = sorted({workflow_id for p in wanted for workflow_id in p.workflows})
+    workflows: list[Workflow] = []
+    for start in range(0, len(workflow_ids), KEYS_PER_QUERY):
+        chunk = workflow_ids[start : start + KEYS_PER_QUERY]
+        workflows += await session.scalars(select(Workflow).where(Workflow.id.in_(chunk)))
+    keys = sorted({key for p in wanted for key in p.jobs})
+    jobs: dict[tuple[int, int], Job] = {}
+    for start in range(0, len(keys), KEYS_PER_QUERY):
+        by_workflow: dict[int, list[int]] = {}
+        for workflow_id, jobid in keys[start : start + KEYS_PER_QUERY]:
+            by_workflow.setdefault(workflow_id, []).append(jobid)
+        found = await session.scalars(
+            select(Job).where(
+                or_(
+                    *(
+                        and_(Job.workflow_id == workflow_id, Job.jobid.in_(jobids))
+                        for workflow_id, jobids in by_workflow.items()
+                    )
+                )
+            )
+        )
+        jobs.update(((job.workflow_id, job.jobid), job) for job in found)
+    return _Loaded(workflows, jobs, set(keys) - jobs.keys())
+
+
+async def _announce(session: AsyncSession, changes: Changes) -> list[dict[str, Any]]:
+    """Turn what a batch changed into numbered events, one per object with its final state,
+    and return them as the feed sends them."""
+    if not changes:
+        return []
+    await session.flush()  # ids for new rows; the counts below see every change
+    rules = changes.rules | {(job.workflow_id, job.rule) for job in changes.jobs.values()}
+    counts = await rule_counts(session, rules)
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+
+    def add(kind: str, workflow_id: int, payload: dict[str, Any]) -> None:
+        rows.append(
+            {"type": kind, "workflow_id": workflow_id, "payload": payload, "created_at": now}
+        )
+
+    for wf, kind in changes.workflows.values():
+        add(kind, wf.id, {"workflow": workflow_view(wf)})
+    for job in changes.jobs.values():
+        add("job.updated", job.workflow_id, {"job": job_view(job)})
+    for key in sorted(rules, key=lambda key: (key[0], key[1] or "")):
+        add("rule.updated", key[0], {"rule": counts[key]})
+    seqs = await _insert_events(session, rows)
+    return [
+        feed_message(row["type"], seq, row["workflow_id"], now, row["payload"])
+        for row, seq in zip(rows, seqs, strict=True)
+    ]
+
+
+_EVENTS = Event.metadata.tables[Event.__tablename__]
+_LAST_SEQ = text(
+    "SELECT max((SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'),"
+    " (SELECT coalesce(max(seq), 0) FROM events))"
+)
+
+
+async def _insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    """Write events with one statement; returns their seqs, in the order of `rows`."""
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite would number them one INSERT at a time (see _number_new_rows).
+        last = await session.scalar(_LAST_SEQ) or 0
+        seqs = list(range(last + 1, last + 1 + len(rows)))
+        numbered = [{**row, "seq": seq} for row, seq in zip(rows, seqs, strict=True)]
+        await session.execute(insert(_EVENTS), numbered)
+        return seqs
+    returning = insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True)
+    return list((await session.execute(returning, rows)).scalars())
+
+
+def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
+    """SQLite only: give new jobs and events their keys just before a flush writes them.
+
+    Rows whose key the database picks are inserted one statement (one round trip to the
+    driver's thread) each, as SQLite cannot tell which key went to which row of a multi-row
+    INSERT; rows that come with their keys go in one statement. These are the keys SQLite
+    would pick: the batch holds the write lock, so nobody else inserts in between. Event seqs
+    (AUTOINCREMENT) continue from the highest ever handed out, which SQLite keeps in
+    sqlite_sequence and moves up to the seqs given here.
+    """
+    new = sorted(session.new, key=lambda obj: inspect(obj).insert_order)
+    jobs = [obj for obj in new if isinstance(obj, Job) and obj.id is None]
+    events = [obj for obj in new if isinstance(obj, Event) and obj.seq is None]
+    connection = session.connection()
+    if jobs:
+        last = connection.scalar(select(func.max(Job.id))) or 0
+        for number, job in enumerate(jobs, last + 1):
+            job.id = number
+    if events:
+        last = connection.scalar(_LAST_SEQ) or 0
+        for number, event in enumerate(events, last + 1):
+            event.seq = number
 
 
 # Every write transaction holds the database's write lock from its first statement to its
@@ -144,6 +312,7 @@ Publisher = Callable[[list[dict[str, Any]]], Awaitable[None]]
 class _Pending:
     operation: Operation
     future: asyncio.Future[Any]
+    preload: Preload | None = None
 
 
 class Writer:
@@ -170,11 +339,13 @@ class Writer:
         await self._task
         self._task = None
 
-    async def submit(self, operation: Callable[[Tx], Awaitable[T]]) -> T:
+    async def submit(
+        self, operation: Callable[[Tx], Awaitable[T]], preload: Preload | None = None
+    ) -> T:
         if self._task is None or self._task.done():
             raise RuntimeError("the writer is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(operation, future))
+        await self._queue.put(_Pending(operation, future, preload))
         return await future
 
     async def _run(self) -> None:
@@ -197,7 +368,7 @@ class Writer:
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
-            results, events = await self._run_in_transaction(batch)
+            results, messages = await self._run_in_transaction(batch)
         except Exception:
             # Something unexpected failed: nothing of the batch was kept. Run each
             # operation alone so one bad message cannot cost the others.
@@ -205,39 +376,56 @@ class Writer:
             for pending in batch:
                 await self._commit_alone(pending)
             return
-        await self._finish(batch, results, events)
+        await self._finish(batch, results, messages)
 
     async def _commit_alone(self, pending: _Pending) -> None:
         try:
-            results, events = await self._run_in_transaction([pending])
+            results, messages = await self._run_in_transaction([pending])
         except Exception as exc:
             log.exception("a write operation failed")
             if not pending.future.done():
                 pending.future.set_exception(exc)
             return
-        await self._finish([pending], results, events)
+        await self._finish([pending], results, messages)
 
     async def _run_in_transaction(
         self, batch: list[_Pending]
-    ) -> tuple[list[tuple[bool, Any]], list[Event]]:
+    ) -> tuple[list[tuple[bool, Any]], list[dict[str, Any]]]:
+        """Run the operations in one transaction; their results, and the committed events as
+        the feed sends them."""
         events: list[Event] = []
         results: list[tuple[bool, Any]] = []
-        async with self._sessionmaker() as session, session.begin():
+        async with self._sessionmaker(autoflush=False) as session, session.begin():
             await _take_turn(session)
-            cache: dict[tuple[int, int], Job] = {}
+            if session.get_bind().dialect.name == "sqlite":
+                event.listen(session.sync_session, "before_flush", _number_new_rows)
+            loaded = await _preload(session, [p.preload for p in batch if p.preload])
+            changes = Changes()
             for pending in batch:
-                tx = Tx(session=session, events=events, jobs_cache=cache)
+                tx = Tx(
+                    session=session,
+                    events=events,
+                    jobs_cache=loaded.jobs,
+                    absent_jobs=loaded.absent_jobs,
+                    batch=changes,
+                )
                 try:
                     value = await pending.operation(tx)
                 except DomainError as exc:
                     results.append((False, exc))
                     continue
-                await tx.record_changes()
+                if tx.changes:
+                    changes.merge(tx.changes)
                 results.append((True, value))
-        return results, events
+            announced = await _announce(session, changes)
+        emitted = [event_message(event) for event in events]  # numbered now they are written
+        return results, sorted([*emitted, *announced], key=lambda message: message["seq"])
 
     async def _finish(
-        self, batch: list[_Pending], results: list[tuple[bool, Any]], events: list[Event]
+        self,
+        batch: list[_Pending],
+        results: list[tuple[bool, Any]],
+        messages: list[dict[str, Any]],
     ) -> None:
         for pending, (ok, value) in zip(batch, results, strict=True):
             if pending.future.done():
@@ -246,8 +434,7 @@ class Writer:
                 pending.future.set_result(value)
             else:
                 pending.future.set_exception(value)
-        if events:
-            messages = [event_message(event) for event in sorted(events, key=lambda e: e.seq)]
+        if messages:
             try:
                 await self._publish(messages)
             except Exception:

@@ -1,0 +1,421 @@
+"""Batches: operations committed together end exactly as if each had run alone, and the
+batch announces each object it changed once, with its final state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
+from sqlalchemy import delete, func, select
+
+from panoptes import ingest
+from panoptes.app import create_app
+from panoptes.config import Config, database_url
+from panoptes.models import Event, Workflow
+from panoptes.service import Panoptes
+from panoptes.writer import Changes, Tx
+
+from .conftest import CAPTURES, create_workflow
+from .test_captures import replay, state
+
+Operation = Callable[[Tx], Awaitable[Any]]
+
+
+def service(app: Quart) -> Panoptes:
+    panoptes: Panoptes = app.extensions["panoptes"]
+    return panoptes
+
+
+async def in_one_batch(
+    app: Quart, operations: list[Operation], *, retried: bool = False
+) -> list[Any]:
+    """Run the operations in one transaction, in order; their results or exceptions."""
+    batches: list[Changes] = []  # held, so that no two can have the same id()
+
+    def noting_the_batch(operation: Operation) -> Operation:
+        async def run(tx: Tx) -> Any:
+            batches.append(tx.batch)
+            return await operation(tx)
+
+        return run
+
+    writer = service(app).writer
+    # All are queued before the writer task runs again, so it takes them as one batch.
+    results = await asyncio.gather(
+        *(writer.submit(noting_the_batch(op)) for op in operations), return_exceptions=True
+    )
+    ran_together = [batch for batch in batches if batch is batches[0]]
+    if retried:  # the batch stopped at the failure, then each ran alone
+        assert len(ran_together) > 1 and len(batches) == len(ran_together) + len(operations)
+    else:
+        assert len(ran_together) == len(batches) == len(operations), "not in one batch"
+    return results
+
+
+def applying(message: dict[str, Any], workflow_id: int) -> Operation:
+    parsed = ingest.parse_message({"msg": json.dumps(message), "id": workflow_id})
+    return lambda tx: ingest.apply_message(tx, parsed)
+
+
+async def events_of(app: Quart, workflow_id: int, after: int = 0) -> list[Event]:
+    async with service(app).sessions() as session:
+        query = select(Event).where(Event.workflow_id == workflow_id, Event.seq > after)
+        return list(await session.scalars(query.order_by(Event.seq)))
+
+
+async def last_seq(app: Quart) -> int:
+    async with service(app).sessions() as session:
+        return await session.scalar(select(func.max(Event.seq))) or 0
+
+
+async def api(client: Client, path: str) -> Any:
+    response = await client.get(path)
+    assert response.status_code == 200, path
+    return await response.get_json()
+
+
+# ---- equivalence with one operation per transaction
+
+
+def recorded(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (CAPTURES / f"{name}.jsonl").read_text().splitlines()]
+
+
+async def register_as_recorded(client: Client, name: str) -> int:
+    [request] = [r for r in recorded(name) if r["path"] == "/create_workflow"]
+    response = await client.open(
+        "/create_workflow",
+        method=request["method"],
+        query_string=request["query"] or None,
+        data=request["body"].encode(),
+        headers={"Content-Type": request["content_type"]} if request["content_type"] else {},
+    )
+    workflow_id: int = (await response.get_json())["id"]
+    return workflow_id
+
+
+def recorded_updates(name: str) -> list[dict[str, Any]]:
+    """The /update_workflow_status bodies of a capture, decoded as the server does."""
+    fields = []
+    for request in recorded(name):
+        if request["path"] != "/update_workflow_status":
+            continue
+        body = request["body"]
+        if body.lstrip().startswith("{"):
+            fields.append(json.loads(body))
+        else:
+            fields.append({k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()})
+    return fields
+
+
+def without_times(value: Any) -> Any:
+    """Times depend on when a message was received, which differs between two replays."""
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if not str(k).endswith("_at")}
+    if isinstance(value, list | tuple):
+        return [without_times(item) for item in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "name", ["sm9-success", "sm9-fail", "sm8-success", "sm8-fail", "sm7-success", "sm731-success"]
+)
+async def test_a_whole_run_in_one_batch_ends_as_it_does_message_by_message(
+    client: Client, app: Quart, tmp_path: Path, name: str
+):
+    # The reference: the same recording sent one request at a time to another server.
+    alone = create_app(Config(db_url=database_url(str(tmp_path / "alone.db"))))
+    async with alone.test_app():
+        expected = await state(alone.test_client(), await replay(alone.test_client(), name))
+
+    workflow_id = await register_as_recorded(client, name)
+    assert workflow_id == 1  # the recorded bodies name workflow 1
+    messages = [ingest.parse_message(fields) for fields in recorded_updates(name)]
+    subscription = service(app).hub.subscribe(workflow_id)
+    results = await in_one_batch(
+        app, [lambda tx, message=message: ingest.apply_message(tx, message) for message in messages]
+    )
+    assert all(isinstance(result, bool) for result in results), results
+    workflow, jobs = await state(client, workflow_id)
+    unnamed = {"name": None}  # runs registered without a name get a random one
+    assert without_times({**workflow, **unnamed}) == without_times({**expected[0], **unnamed})
+    if name.startswith("sm9"):  # times of receipt
+        assert without_times(jobs) == without_times(expected[1])
+    else:  # Snakemake 7/8 send the time of each event: the jobs' times are theirs
+        assert jobs == expected[1]
+
+    # One event per changed object, carrying its final state; the rules' counts are right.
+    events = await events_of(app, workflow_id)
+    job_events = [event.payload["job"] for event in events if event.type == "job.updated"]
+    assert sorted(job["jobid"] for job in job_events) == sorted(jobs)
+    assert all(job == jobs[job["jobid"]] for job in job_events)
+    workflow_events = [event for event in events if event.type.startswith("workflow.")]
+    assert len(workflow_events) == 2  # created (its own batch), then this batch's update
+    assert without_times(workflow_events[-1].payload["workflow"]) == without_times(workflow)
+    rules = {
+        e.payload["rule"]["rule"]: e.payload["rule"] for e in events if e.type == "rule.updated"
+    }
+    progress = (await api(client, f"/api/workflow/{workflow_id}/rules"))["rules"]
+    assert [rules[rule["rule"]] for rule in progress] == progress
+    assert all(rule["total"] == 0 for name, rule in rules.items() if name not in jobs_rules(jobs))
+    # What the subscribers got is what was stored, in seq order.
+    published = [json.loads((await subscription.get()).text) for _ in events[1:]]
+    assert [(m["seq"], m["type"]) for m in published] == [(e.seq, e.type) for e in events[1:]]
+    assert [m["job"] for m in published if m["type"] == "job.updated"] == job_events
+    subscription.close()
+
+
+def jobs_rules(jobs: dict[int, dict[str, Any]]) -> set[str]:
+    return {job["rule"] or "" for job in jobs.values()}
+
+
+# ---- coalescing
+
+
+async def test_a_job_changed_three_times_in_a_batch_is_announced_once(client: Client, app: Quart):
+    workflow_id = (await create_workflow(client))["id"]
+    before = await last_seq(app)
+    await in_one_batch(
+        app,
+        [
+            applying({"level": "job_started", "jobs": [1, 2]}, workflow_id),
+            applying({"level": "job_info", "jobid": 1, "name": "map"}, workflow_id),
+            applying({"level": "job_finished", "jobid": 1}, workflow_id),
+        ],
+    )
+    events = await events_of(app, workflow_id, before)
+    assert [event.type for event in events] == ["job.updated"] * 2 + ["rule.updated"] * 2
+    assert [(e.payload["job"]["jobid"], e.payload["job"]["status"]) for e in events[:2]] == [
+        (1, "Done"),
+        (2, "Running"),
+    ]
+    assert events[0].payload["job"]["rule"] == "map"
+    # Job 1 left the rule-less jobs for "map": both counts were sent, as they are now.
+    counts = [event.payload["rule"] for event in events[2:]]
+    assert [(c["rule"], c["total"], c["running"], c["done"]) for c in counts] == [
+        ("", 1, 1, 0),
+        ("map", 1, 0, 1),
+    ]
+    assert len({event.created_at for event in events}) == 1
+
+
+async def test_a_new_workflow_changed_in_its_batch_is_announced_as_created(
+    client: Client, app: Quart
+):
+    registered: list[int] = []
+
+    async def register(tx: Tx) -> None:
+        wf = await ingest.register_workflow(tx, ingest.Registration(name="fresh"), 0)
+        await tx.flush()
+        registered.append(wf.id)
+
+    async def progress(tx: Tx) -> None:
+        [workflow_id] = registered
+        await applying({"level": "progress", "done": 0, "total": 5}, workflow_id)(tx)
+
+    await in_one_batch(app, [register, progress])
+    [workflow_id] = registered
+    events = await events_of(app, workflow_id)
+    assert [event.type for event in events] == ["workflow.created"]
+    assert events[0].payload["workflow"]["jobs_total"] == 5
+
+
+async def test_a_reset_is_not_hidden_by_a_rename_in_the_same_batch(client: Client, app: Quart):
+    old = (await create_workflow(client, workflow_id="old"))["id"]
+    await service(app).cancel(old)
+
+    async def rename(tx: Tx) -> None:
+        wf = await tx.session.get(Workflow, old)
+        assert wf is not None
+        wf.name = "new"
+        tx.changed_workflow(wf, "workflow.renamed")
+
+    async def register_again(tx: Tx) -> int:
+        wf = await ingest.register_workflow(tx, ingest.Registration(name="new"), 0)
+        return wf.id
+
+    before = await last_seq(app)
+    _, reused = await in_one_batch(app, [rename, register_again])
+    assert reused == old  # the finished run of that name is reused
+    events = await events_of(app, old, before)
+    assert [event.type for event in events] == ["workflow.reset"]
+    assert events[0].payload["workflow"]["name"] == "new"
+
+
+async def test_the_same_name_twice_in_one_batch_gives_two_runs(client: Client, app: Quart):
+    async def register(tx: Tx) -> str:
+        wf = await ingest.register_workflow(tx, ingest.Registration(name="twice"), 0)
+        await tx.flush()
+        return wf.name
+
+    first, second = await in_one_batch(app, [register, register])
+    assert first == "twice" and second.startswith("twice-")
+
+
+async def test_a_reset_drops_what_the_batch_did_to_the_old_run(client: Client, app: Quart):
+    workflow_id = (await create_workflow(client, workflow_id="again"))["id"]
+    for message in (
+        {"level": "job_info", "jobid": 1, "name": "old"},
+        {"level": "job_finished", "jobid": 1},
+        {"level": "progress", "done": 1, "total": 1},
+    ):
+        await service(app).writer.submit(applying(message, workflow_id))
+    before = await last_seq(app)
+
+    async def register_again(tx: Tx) -> int:
+        wf = await ingest.register_workflow(tx, ingest.Registration(name="again"), 0)
+        return wf.id
+
+    _, reused, _ = await in_one_batch(
+        app,
+        [
+            applying({"level": "job_info", "jobid": 1, "name": "old", "msg": "late"}, workflow_id),
+            register_again,
+            applying({"level": "job_started", "jobs": [7]}, workflow_id),
+        ],
+    )
+    assert reused == workflow_id
+    jobs = (await api(client, f"/api/workflow/{workflow_id}/jobs"))["jobs"]
+    assert [job["jobid"] for job in jobs] == [7]
+    events = await events_of(app, workflow_id, before)
+    assert [event.type for event in events] == ["workflow.reset", "job.updated", "rule.updated"]
+    assert events[1].payload["job"]["jobid"] == 7
+    assert events[2].payload["rule"]["total"] == 1
+
+
+async def test_a_workflow_deleted_in_a_batch_is_only_announced_deleted(client: Client, app: Quart):
+    workflow_id = (await create_workflow(client))["id"]
+    other = (await create_workflow(client))["id"]
+    panoptes = service(app)
+    await panoptes.cancel(workflow_id)
+    before = await last_seq(app)
+
+    async def delete_it(tx: Tx) -> None:
+        wf = await panoptes._existing(tx, workflow_id)
+        await panoptes._remove(tx, [wf])
+
+    results = await in_one_batch(
+        app,
+        [
+            applying({"level": "job_info", "jobid": 1, "name": "a"}, workflow_id),
+            applying({"level": "job_info", "jobid": 1, "name": "b"}, other),
+            delete_it,
+            applying({"level": "job_info", "jobid": 2, "name": "a"}, workflow_id),
+        ],
+    )
+    assert isinstance(results[3], ingest.IngestError) and results[3].status == 422
+    events = await events_of(app, workflow_id, before)
+    assert [event.type for event in events] == ["workflow.deleted"]
+    kept = await events_of(app, other, before)
+    assert [event.type for event in kept] == ["job.updated", "rule.updated"]
+    assert events[0].seq < kept[0].seq < kept[1].seq
+
+
+# ---- one operation's failure
+
+
+async def test_a_refused_operation_costs_the_batch_nothing(client: Client, app: Quart):
+    workflow_id = (await create_workflow(client))["id"]
+    before = await last_seq(app)
+    results = await in_one_batch(
+        app,
+        [
+            applying({"level": "job_info", "jobid": 1, "name": "a"}, workflow_id),
+            applying({"level": "job_info", "jobid": 1, "name": "a"}, workflow_id + 100),
+            applying({"level": "job_finished", "jobid": 1}, workflow_id),
+        ],
+    )
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], ingest.IngestError)
+    events = await events_of(app, workflow_id, before)
+    assert [event.type for event in events] == ["job.updated", "rule.updated"]
+    assert events[0].payload["job"]["status"] == "Done"
+
+
+async def test_an_unexpected_failure_costs_only_its_own_operation(client: Client, app: Quart):
+    workflow_id = (await create_workflow(client))["id"]
+
+    async def broken(tx: Tx) -> None:
+        raise RuntimeError("disk on fire")
+
+    results = await in_one_batch(
+        app,
+        [
+            applying({"level": "job_info", "jobid": 1, "name": "a"}, workflow_id),
+            broken,
+            applying({"level": "job_info", "jobid": 2, "name": "a"}, workflow_id),
+        ],
+        retried=True,
+    )
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], RuntimeError)
+    jobs = (await api(client, f"/api/workflow/{workflow_id}/jobs"))["jobs"]
+    assert [job["jobid"] for job in jobs] == [1, 2]
+    rules = (await api(client, f"/api/workflow/{workflow_id}/rules"))["rules"]
+    assert [(rule["rule"], rule["running"]) for rule in rules] == [("a", 2)]
+
+
+# ---- numbers
+
+
+async def test_numbers_continue_above_every_number_ever_handed_out(client: Client, app: Quart):
+    workflow_id = (await create_workflow(client))["id"]
+    await in_one_batch(
+        app,
+        [
+            applying({"level": "job_started", "jobs": [jobid]}, workflow_id)
+            for jobid in (30, 10, 20)
+        ],
+    )
+    # Jobs are listed in the order they were announced, whatever their numbers.
+    jobs = (await api(client, f"/api/workflow/{workflow_id}/jobs"))["jobs"]
+    assert [job["jobid"] for job in jobs] == [30, 10, 20]
+    # The newest events go (as retention removes old runs' events): their seqs are not
+    # handed out again.
+    highest = await last_seq(app)
+    async with service(app).sessions() as session, session.begin():
+        await session.execute(delete(Event).where(Event.seq > highest - 3))
+    await in_one_batch(app, [applying({"level": "job_finished", "jobid": 10}, workflow_id)])
+    newer = await events_of(app, workflow_id, highest - 3)
+    assert newer and all(event.seq > highest for event in newer)
+    seqs = [event.seq for event in newer]
+    assert seqs == sorted(set(seqs))
+
+
+async def test_a_run_that_succeeds_in_the_batch_that_ran_its_jobs(client: Client, app: Quart):
+    """The batch's own changes count when the run ends: a job it finished keeps its end, a
+    job it started and nobody finished (snakemake -q) ends with the run."""
+    workflow_id = (await create_workflow(client))["id"]
+    await service(app).writer.submit(applying({"level": "job_started", "jobs": [1]}, workflow_id))
+    now = time.time()
+    await in_one_batch(
+        app,
+        [
+            applying({"level": "job_finished", "jobid": 1, "timestamp": now - 100}, workflow_id),
+            applying({"level": "job_started", "jobs": [2], "timestamp": now - 90}, workflow_id),
+            applying(
+                {"level": "info", "msg": "Complete log: x", "timestamp": now - 50}, workflow_id
+            ),
+        ],
+    )
+    jobs = {
+        job["jobid"]: job
+        for job in (await api(client, f"/api/workflow/{workflow_id}/jobs"))["jobs"]
+    }
+    assert {jobid: job["status"] for jobid, job in jobs.items()} == {1: "Done", 2: "Done"}
+    ended = {
+        jobid: datetime.fromisoformat(job["finished_at"]).timestamp() for jobid, job in jobs.items()
+    }
+    assert ended == pytest.approx({1: now - 100, 2: now - 50}, abs=0.01)
+    assert all(len(job["attempts"]) == 1 for job in jobs.values())
+    workflow = (await api(client, f"/api/workflow/{workflow_id}"))["workflow"]
+    assert (workflow["status"], workflow["jobs_done"], workflow["jobs_total"]) == ("Done", 2, 2)
