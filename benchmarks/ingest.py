@@ -21,72 +21,20 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+from server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ("align", "sort", "index", "call", "report")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    db: Path
-    env: dict[str, str] = field(default_factory=dict)
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Server:
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "panoptes", "--log-level", "warning"),
-                *("--port", str(self.port), "--db", str(self.db)),
-            ],
-            env={**os.environ, **self.env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/api/service-info", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("panoptes did not start")
-
-    def rss_mb(self) -> float:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
 
 
 class Connection:
@@ -226,7 +174,7 @@ async def load(server: Server, workflows: int, jobs: int, concurrency: int, roun
     seconds = time.perf_counter() - started
     problems = await verify(server, ids, jobs)
     label = f"{server.env.get('PANOPTES_WRITE_BATCH_SIZE', 'group commit')} c={concurrency}"
-    return Result(label, sent, seconds, latencies, failures, server.rss_mb(), problems)
+    return Result(label, sent, seconds, latencies, failures, server.rss_mib(), problems)
 
 
 async def verify(server: Server, ids: list[int], jobs: int) -> list[str]:

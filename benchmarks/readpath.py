@@ -37,12 +37,9 @@ import asyncio
 import functools
 import os
 import random
-import resource
 import shutil
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +53,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
+from server import Server, raise_fd_limit
 from websockets.asyncio.client import ClientConnection, connect
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -69,89 +67,6 @@ TARGET_RSS_MB = 150.0  # the issue's "150 MB": 143.1 MiB
 
 
 # --------------------------------------------------------------------------- the server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    """A real panoptes process, like tests/conftest.py's LiveServer."""
-
-    db: Path
-    env: dict[str, str]
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self, timeout: float = 300.0) -> Server:
-        log = self.db.with_suffix(".log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", str(self.db)],
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"panoptes exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/api/service-info", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"panoptes did not start:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log(self) -> str:
-        return self.db.with_suffix(".log").read_text(errors="replace")
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS in /proc/<pid>/status")
-
-    def subscribers(self) -> str:
-        """What the server's /metrics says about its open feed connections."""
-        try:
-            text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        except httpx.HTTPError as exc:
-            return f"n/a ({exc})"
-        for line in text.splitlines():
-            if line.startswith("panoptes_websocket_subscribers "):
-                return line.split()[1]
-        return "n/a"
-
-
-def raise_fd_limit(wanted: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 # --------------------------------------------------------------------------- the data
@@ -422,7 +337,7 @@ def build(folder: Path, label: str, count: int, jobs: int, reuse: bool) -> Datas
     now = datetime.now(UTC)
     runs = plan_runs(count, jobs, now, rng)
     started = time.monotonic()
-    Server(db, {}).start().stop()
+    Server(db, {}).start(timeout=300.0).stop()
     schema = time.monotonic() - started
     events = fill(db, runs, jobs, rng)
     seconds = time.monotonic() - started
@@ -803,7 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers: list[Server] = []
         try:
             for data in (small, big):
-                servers.append(Server(data.db, env).start())
+                servers.append(Server(data.db, env).start(timeout=300.0))
                 verify(servers[-1], data)
             rss_start = [server.rss_mib() for server in servers]
             started = time.monotonic()

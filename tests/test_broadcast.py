@@ -40,6 +40,7 @@ from panoptes.models import Base, Event
 from panoptes.writer import Tx, Writer
 
 from .conftest import ROOT, LiveServer, form_body, free_port
+from .test_feed import create, next_event, send, ws_url
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 PG_PORT, REDIS_PORT = 5432, 6379
@@ -474,33 +475,6 @@ def two_servers(
         for server in servers:
             assert server.stop() == 0, server.log()
             assert "Traceback" not in server.log(), server.log()
-
-
-def ws_url(server: LiveServer, path: str) -> str:
-    return server.url.replace("http://", "ws://") + path
-
-
-async def create(http: httpx.AsyncClient) -> int:
-    response = await http.get("/create_workflow")
-    assert response.status_code == 200, response.text
-    workflow_id: int = response.json()["id"]
-    return workflow_id
-
-
-async def send(http: httpx.AsyncClient, workflow_id: int, msg: dict[str, Any]) -> None:
-    response = await http.post(
-        "/update_workflow_status", content=form_body(workflow_id, msg), headers=FORM
-    )
-    assert response.status_code == 200, response.text
-
-
-async def next_event(ws: ClientConnection, wait: float = 10) -> dict[str, Any]:
-    """The next message that is not a keep-alive ping."""
-    async with asyncio.timeout(wait):
-        while True:
-            message: dict[str, Any] = json.loads(await ws.recv())
-            if message["type"] != "ping":
-                return message
 
 
 async def collect(ws: ClientConnection, count: int) -> list[tuple[int, str]]:

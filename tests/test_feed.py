@@ -43,7 +43,7 @@ def ws_url(server: LiveServer, path: str) -> str:
 
 async def create(http: httpx.AsyncClient, name: str | None = None) -> int:
     response = await http.get("/create_workflow", params={"workflow_id": name} if name else None)
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
     workflow_id: int = response.json()["id"]
     return workflow_id
 

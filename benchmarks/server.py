@@ -1,0 +1,120 @@
+"""What the benchmarks share: a real panoptes process on a free port, read from outside.
+
+Like tests/conftest.py's LiveServer, plus what the benchmarks measure: memory and CPU from
+/proc, the subscriber gauge from /metrics and the stored events from the SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A real panoptes process, like tests/conftest.py's LiveServer."""
+
+    db: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = 60.0) -> Server:
+        log = self.db.with_suffix(".log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", str(self.db)],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"panoptes exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/api/service-info", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"panoptes did not start:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.db.with_suffix(".log").read_text(errors="replace")
+
+    def subscribers(self) -> str:
+        """What the server's /metrics says about its open feed connections."""
+        try:
+            text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        except httpx.HTTPError as exc:
+            return f"n/a ({exc})"
+        for line in text.splitlines():
+            if line.startswith("panoptes_websocket_subscribers "):
+                return line.split()[1]
+        return "n/a"
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS in /proc/<pid>/status")
+
+    def rss_mib(self) -> float:
+        return self.rss_kib() / 1024
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def events(self, after: int, upto: int) -> list[tuple[int, int | None, str, str]]:
+        """(seq, workflow_id, type, created_at) of the stored events in (after, upto]."""
+        with sqlite3.connect(self.db) as db:
+            rows = db.execute(
+                "SELECT seq, workflow_id, type, created_at FROM events"
+                " WHERE seq > ? AND seq <= ? ORDER BY seq",
+                (after, upto),
+            )
+            return [(seq, wf, kind, at) for seq, wf, kind, at in rows]
+
+
+def raise_fd_limit(wanted: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
