@@ -114,6 +114,23 @@ def check_jobs_endpoints(api: Api, workflow_id: int, jobs: list[dict[str, Any]])
         assert api.job(workflow_id, job["jobid"]) == job
 
 
+def check_whole_run_done(api: Api, workflow_id: int) -> list[dict[str, Any]]:
+    """Every job of the Snakefile is there, Done and exactly as expected; so are the rules."""
+    jobs = api.jobs(workflow_id)
+    expected = expected_jobs()
+    assert sorted(by_key(jobs)) == sorted(expected)
+    for key, job in by_key(jobs).items():
+        check_job(job, expected[key], "Done")
+    check_jobs_endpoints(api, workflow_id, jobs)
+    assert api.rules(workflow_id) == [
+        rule_row("all", done=1),
+        rule_row("make", done=3),
+        rule_row("merge", done=1),
+        rule_row("process", done=3),
+    ]
+    return jobs
+
+
 def check_quiet_server(server: LiveServer) -> None:
     """panoptes logs every message it refused and every request that crashed."""
     trouble = [line for line in server.log().splitlines() if SERVER_TROUBLE.search(line)]
@@ -151,21 +168,10 @@ def test_sm9_success(
         assert wf["error"] is None
         assert wf["dry_run"] is False
 
-        jobs = panoptes_api.jobs(wf["id"])
-        expected = expected_jobs()
-        assert sorted(by_key(jobs)) == sorted(expected)
-        for key, job in by_key(jobs).items():
-            check_job(job, expected[key], "Done")
+        for job in check_whole_run_done(panoptes_api, wf["id"]):
             assert job["error"] is None
             if job["rule"] == "process":
                 assert job["resources"]["mem_mb"] == 100, job  # sm9 sends them by name
-        check_jobs_endpoints(panoptes_api, wf["id"], jobs)
-        assert panoptes_api.rules(wf["id"]) == [
-            rule_row("all", done=1),
-            rule_row("make", done=3),
-            rule_row("merge", done=1),
-            rule_row("process", done=3),
-        ]
         check_quiet_server(live_server)
 
 
@@ -280,19 +286,8 @@ def test_sm8_success_counts_each_duplicated_message_once(
         assert wf["workdir"] == str(workdir)
         assert "--wms-monitor" in wf["command"], wf
 
-        jobs = panoptes_api.jobs(wf["id"])
-        expected = expected_jobs()
-        assert sorted(by_key(jobs)) == sorted(expected)
-        for key, job in by_key(jobs).items():
-            # The shell command comes in its own message, paired with the job_info before it.
-            check_job(job, expected[key], "Done")
-        check_jobs_endpoints(panoptes_api, wf["id"], jobs)
-        assert panoptes_api.rules(wf["id"]) == [
-            rule_row("all", done=1),
-            rule_row("make", done=3),
-            rule_row("merge", done=1),
-            rule_row("process", done=3),
-        ]
+        # The shell command comes in its own message, paired with the job_info before it.
+        check_whole_run_done(panoptes_api, wf["id"])
         check_quiet_server(live_server)
 
 
