@@ -20,8 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +38,7 @@ import httpx
 from server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
+LOADGEN = ROOT / ".cache" / "loadgen" / "release" / "panoptes-loadgen"
 RULES = ("align", "sort", "index", "call", "report")
 
 
@@ -110,6 +115,8 @@ class Result:
     failures: int
     rss_mb: float
     problems: list[str]
+    server_cpu: float  # seconds, all server processes, during the load
+    client_cpu: float  # seconds, the load generator (nan: it ran in this process)
 
     def row(self) -> str:
         lat = sorted(self.latencies)
@@ -120,61 +127,139 @@ class Result:
         return (
             f"{self.label:<34} {self.events:>7} {self.events / self.seconds:>9.0f} "
             f"{1000 * statistics.median(lat):>8.1f} {pct(0.99):>8.1f} {1000 * lat[-1]:>8.1f} "
-            f"{self.failures:>6} {self.rss_mb:>7.0f}  {'ok' if not self.problems else 'WRONG'}"
+            f"{self.failures:>6} {self.rss_mb:>7.0f} {1e6 * self.server_cpu / self.events:>7.0f} "
+            f"{1e6 * self.client_cpu / self.events:>7.0f}  {'ok' if not self.problems else 'WRONG'}"
         )
 
 
-async def load(server: Server, workflows: int, jobs: int, concurrency: int, rounds: int) -> Result:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        ids: list[int] = []
-        for _ in range(workflows * rounds):
-            response = await http.get("/create_workflow")
-            response.raise_for_status()
-            ids.append(response.json()["id"])
-    queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+Unit = tuple[str, int, list[bytes]]  # ("first" | "job" | "last", workflow id, bodies)
+
+
+def units(ids: list[int], jobs: int) -> list[Unit]:
+    """What each workflow sends, in the order handed out: its opening progress message, one
+    unit per job (the job's messages in order on one connection), and a closing progress
+    message that goes out once every job of the workflow has been answered."""
+    work: list[Unit] = []
     for workflow_id in ids:
-        queue.put_nowait((workflow_id, -1))  # the first progress message: the total
-        for jobid in range(jobs):
-            queue.put_nowait((workflow_id, jobid))
-    remaining = dict.fromkeys(ids, jobs)
-    latencies: list[float] = []
-    failures = 0
-    sent = 0
+        opening = message(workflow_id, {"level": "progress", "done": 0, "total": jobs})
+        work.append(("first", workflow_id, [opening]))
+        work += [("job", workflow_id, job_messages(workflow_id, jobid)) for jobid in range(jobs)]
+        closing = message(workflow_id, {"level": "progress", "done": jobs, "total": jobs})
+        work.append(("last", workflow_id, [closing]))
+    return work
+
+
+@dataclass
+class Sent:
+    seconds: float
+    latencies: list[float]
+    failures: int
+    first_error: str
+
+
+def send_with_loadgen(port: int, concurrency: int, work: list[Unit], folder: Path) -> Sent:
+    """The Rust load generator (benchmarks/loadgen): one blocking thread per connection."""
+    work_file = folder / "work.txt"
+    work_file.write_bytes(
+        b"".join(f"{kind} {wf} ".encode() + b" ".join(bodies) + b"\n" for kind, wf, bodies in work)
+    )
+    done = subprocess.run(
+        [str(LOADGEN), str(port), str(concurrency), str(work_file)],
+        check=True,
+        capture_output=True,
+    )
+    result = json.loads(done.stdout)
+    return Sent(
+        result["seconds"],
+        [us / 1e6 for us in result["latencies_us"]],
+        result["errors"],
+        result["first_error"],
+    )
+
+
+async def send_with_asyncio(port: int, concurrency: int, work: list[Unit]) -> Sent:
+    """The same load from this Python process (--client python), for machines without Rust."""
+    queue: asyncio.Queue[Unit] = asyncio.Queue()
+    held = {wf: unit for unit in work if unit[0] == "last" for wf in [unit[1]]}
+    jobs_left: dict[int, int] = {}
+    for unit in work:
+        if unit[0] != "last":
+            queue.put_nowait(unit)
+        if unit[0] == "job":
+            jobs_left[unit[1]] = jobs_left.get(unit[1], 0) + 1
+    sent = Sent(0.0, [], 0, "")
 
     async def worker() -> None:
-        nonlocal failures, sent
-        connection = Connection(server.port)
+        connection = Connection(port)
         try:
             while not queue.empty():
-                workflow_id, jobid = queue.get_nowait()
-                if jobid == -1:
-                    bodies = [message(workflow_id, {"level": "progress", "done": 0, "total": jobs})]
-                elif jobid == -2:
-                    bodies = [
-                        message(workflow_id, {"level": "progress", "done": jobs, "total": jobs})
-                    ]
-                else:
-                    bodies = job_messages(workflow_id, jobid)
+                kind, workflow_id, bodies = queue.get_nowait()
                 for body in bodies:
                     started = time.perf_counter()
-                    status, _ = await connection.post(body)
-                    latencies.append(time.perf_counter() - started)
-                    sent += 1
+                    status, answer = await connection.post(body)
+                    sent.latencies.append(time.perf_counter() - started)
                     if status != 200:
-                        failures += 1
-                if jobid >= 0:
-                    remaining[workflow_id] -= 1
-                    if remaining[workflow_id] == 0:
-                        queue.put_nowait((workflow_id, -2))
+                        sent.failures += 1
+                        sent.first_error = sent.first_error or f"{status}: {answer!r}"
+                if kind == "job":
+                    jobs_left[workflow_id] -= 1
+                    if jobs_left[workflow_id] == 0:
+                        queue.put_nowait(held.pop(workflow_id))
         finally:
             await connection.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    seconds = time.perf_counter() - started
-    problems = await verify(server, ids, jobs)
-    label = f"{server.env.get('PANOPTES_WRITE_BATCH_SIZE', 'group commit')} c={concurrency}"
-    return Result(label, sent, seconds, latencies, failures, server.rss_mib(), problems)
+    sent.seconds = time.perf_counter() - started
+    return sent
+
+
+async def register(server: Server, count: int) -> list[int]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        ids: list[int] = []
+        for _ in range(count):
+            response = await http.get("/create_workflow")
+            response.raise_for_status()
+            ids.append(response.json()["id"])
+        return ids
+
+
+def load(server: Server, args: argparse.Namespace, concurrency: int, folder: Path) -> Result:
+    ids = asyncio.run(register(server, args.workflows * args.rounds))
+    work = units(ids, args.jobs)
+    server_cpu, client_cpu = server.cpu_seconds(), children_cpu_seconds()
+    if args.client == "rust":
+        sent = send_with_loadgen(server.port, concurrency, work, folder)
+    else:
+        sent = asyncio.run(send_with_asyncio(server.port, concurrency, work))
+    server_cpu = server.cpu_seconds() - server_cpu
+    client_cpu = children_cpu_seconds() - client_cpu
+    if sent.first_error:
+        print(f"first refused request: {sent.first_error[:300]}", file=sys.stderr)
+    problems = asyncio.run(verify(server, ids, args.jobs))
+    return Result(
+        label(server, concurrency),
+        len(sent.latencies),
+        sent.seconds,
+        sent.latencies,
+        sent.failures,
+        server.rss_mib(),
+        problems,
+        server_cpu,
+        client_cpu if args.client == "rust" else math.nan,
+    )
+
+
+def label(server: Server, concurrency: int) -> str:
+    batch = server.env.get("PANOPTES_WRITE_BATCH_SIZE")
+    kind = "one commit per message" if batch == "1" else "group commit"
+    workers = f", {server.workers} workers" if server.workers > 1 else ""
+    return f"{kind}{workers} c={concurrency}"
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def verify(server: Server, ids: list[int], jobs: int) -> list[str]:
@@ -201,13 +286,24 @@ async def verify(server: Server, ids: list[int], jobs: int) -> list[str]:
     return problems
 
 
-def run(args: argparse.Namespace, env: dict[str, str], concurrency: int, folder: Path) -> Result:
+def run(
+    args: argparse.Namespace, env: dict[str, str], concurrency: int, folder: Path, workers: int = 1
+) -> Result:
     db = folder / f"ingest-{len(list(folder.iterdir()))}.db"
-    server = Server(db=db, env=env).start()
+    server = Server(db=db, env=env, workers=workers).start()
     try:
-        return asyncio.run(load(server, args.workflows, args.jobs, concurrency, args.rounds))
+        return load(server, args, concurrency, folder)
     finally:
         server.stop()
+
+
+def build_loadgen() -> None:
+    """cargo build of benchmarks/loadgen (the standard library only: no downloads)."""
+    subprocess.run(
+        ["cargo", "build", "--release", "--quiet", "--target-dir", str(LOADGEN.parent.parent)],
+        cwd=ROOT / "benchmarks" / "loadgen",
+        check=True,
+    )
 
 
 def main() -> int:
@@ -216,24 +312,49 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5, help="repeat the set this many times")
     parser.add_argument("--concurrency", default="32,256", help="comma-separated")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="comma-separated server process counts; above 1 runs hypercorn --workers N",
+    )
+    parser.add_argument(
+        "--broadcast",
+        default="redis://127.0.0.1:6379/0",
+        help="PANOPTES_BROADCAST_URL for runs with several workers",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("rust", "python"),
+        default="rust" if shutil.which("cargo") else "python",
+        help="the load generator: benchmarks/loadgen (default when cargo is here) or asyncio",
+    )
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
+    worker_counts = [int(count) for count in args.workers.split(",")]
+    if args.client == "rust":
+        build_loadgen()
     print(
         f"panoptes ingest benchmark: {args.workflows} workflows x {args.jobs} jobs x "
-        f"{args.rounds} rounds, 3 messages per job; {os.cpu_count()} CPUs"
+        f"{args.rounds} rounds, 3 messages per job; {os.cpu_count()} CPUs; "
+        f"client: {args.client}"
     )
     header = f"{'server':<34} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-    print(header + f"{'max ms':>8} {'errors':>6} {'RSS MB':>7}  check")
+    header += f"{'max ms':>8} {'errors':>6} {'RSS MB':>7} {'srv us':>7} {'cli us':>7}  check"
+    print(header)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="panoptes-bench-") as tmp:
         folder = Path(tmp)
         if not args.no_baseline:
-            results.append(run(args, {"PANOPTES_WRITE_BATCH_SIZE": "1"}, levels[0], folder))
+            env = {"PANOPTES_WRITE_BATCH_SIZE": "1"}
+            results.append(run(args, env, levels[0], folder))
             print(results[-1].row(), flush=True)
-        for level in levels:
-            results.append(run(args, {}, level, folder))
-            print(results[-1].row(), flush=True)
+        for workers in worker_counts:
+            env = {"PANOPTES_BROADCAST_URL": args.broadcast} if workers > 1 else {}
+            for level in levels:
+                results.append(run(args, env, level, folder, workers))
+                print(results[-1].row(), flush=True)
+    print("srv us / cli us: CPU time per event of the server processes / of the load generator")
     if not args.no_baseline:
         base, grouped = results[0], results[1]
         print(

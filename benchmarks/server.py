@@ -33,6 +33,9 @@ class Server:
     db: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    # More than one: Hypercorn's own worker processes (`hypercorn --workers N`), which share
+    # live events through PANOPTES_BROADCAST_URL, as README's "Several processes" shows.
+    workers: int = 1
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -46,9 +49,15 @@ class Server:
 
     def start(self, timeout: float = 60.0) -> Server:
         log = self.db.with_suffix(".log").open("ab")
+        command = [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", str(self.db)]
+        env = {**os.environ, **self.env}
+        if self.workers > 1:
+            command = [sys.executable, "-m", "hypercorn", "--workers", str(self.workers)]
+            command += ["--bind", f"127.0.0.1:{self.port}", "panoptes.app:create_app()"]
+            env["PANOPTES_DB_URL"] = str(self.db)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", str(self.db)],
-            env={**os.environ, **self.env},
+            command,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -87,18 +96,15 @@ class Server:
         return "n/a"
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS in /proc/<pid>/status")
+        """Resident memory of the server and of its worker processes."""
+        return sum(_rss_kib(pid) for pid in _process_tree(self.pid))
 
     def rss_mib(self) -> float:
         return self.rss_kib() / 1024
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[11]) + int(fields[12])  # utime + stime
-        return ticks / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the server and of its worker processes."""
+        return sum(_cpu_seconds(pid) for pid in _process_tree(self.pid))
 
     def events(self, after: int, upto: int) -> list[tuple[int, int | None, str, str]]:
         """(seq, workflow_id, type, created_at) of the stored events in (after, upto]."""
@@ -109,6 +115,31 @@ class Server:
                 (after, upto),
             )
             return [(seq, wf, kind, at) for seq, wf, kind, at in rows]
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            pids += _process_tree(int(child))
+    return pids
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0  # it ended between listing and reading
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def raise_fd_limit(wanted: int) -> int:

@@ -22,7 +22,7 @@ def create_app(config: Config | None = None) -> Quart:
     config = config or Config.from_env()
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.config["BODY_TIMEOUT"] = 30
+    app.config["BODY_TIMEOUT"] = wms.BODY_TIMEOUT_SECONDS
     # A process-wide Hypercorn setting (it has no option for it); see wscompression.py.
     set_compression(config.ws_compression)
     service = Panoptes(config)
@@ -34,6 +34,7 @@ def create_app(config: Config | None = None) -> Quart:
     app.register_blueprint(pages.bp)
     app.register_blueprint(metrics.bp)
     _register_errors(app)
+    wms.install(app, config)  # inside auth's /t/<token>/ prefix handling
     auth.install(app, config)
 
     @app.before_serving

@@ -19,6 +19,7 @@ which panoptes never grants).
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,7 +62,7 @@ class TokenPrefix:
         await self.app(scope, receive, send)
 
 
-def _path_token(scope: Any) -> str | None:
+def path_token(scope: Any) -> str | None:
     token = scope.get(SCOPE_KEY)
     return token if isinstance(token, str) else None
 
@@ -71,7 +72,7 @@ def _matches(given: str | None, token: str) -> bool:
 
 
 def _bearer(headers: Any) -> str | None:
-    value = headers.get("Authorization", "")
+    value = headers.get("authorization", "")
     scheme, _, credentials = value.partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" else None
 
@@ -84,14 +85,65 @@ def _changes_state(method: str, path: str) -> bool:
     return method not in SAFE_METHODS or path in STATE_CHANGING_GETS
 
 
-def _cross_site(config: Config) -> bool:
+def _cross_site(config: Config, headers: Any, host: str) -> bool:
     """A browser on another site sent this (a simple form post or image needs no preflight)."""
-    origin = request.headers.get("Origin")
+    origin = headers.get("origin")
     if origin is not None and origin != "null":
-        return not _same_origin(origin, request.host, config.allowed_origins)
+        return not _same_origin(origin, host, config.allowed_origins)
     if origin == "null":
         return True
-    return request.headers.get("Sec-Fetch-Site", "") in ("cross-site", "same-site")
+    return headers.get("sec-fetch-site", "") in ("cross-site", "same-site")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    error: str
+    detail: str
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="panoptes"'} if self.status == 401 else {}
+
+
+CROSS_SITE = Refusal(403, "forbidden", "requests from another site may not change anything here")
+NO_TOKEN = Refusal(
+    401,
+    "unauthorized",
+    "this panoptes needs its token: send 'Authorization: Bearer <token>' or use the "
+    "address http://host:port/t/<token>",
+)
+# The request came through /t/<token>/ with the right token: allowed, and a browser opening
+# a page that way is given the cookie.
+BY_PATH_TOKEN = "path token"
+
+
+def check(
+    config: Config,
+    method: str,
+    path: str,
+    headers: Any,
+    host: str,
+    path_token: str | None,
+    cookie: str | None,
+) -> Refusal | str | None:
+    """Whether an HTTP request may go on: None (yes), BY_PATH_TOKEN (yes), or why not.
+
+    `headers` is anything with a case-insensitive `get` of lower-case names (werkzeug's
+    Headers, or the dict of the ingest endpoint, which sees the raw ASGI request)."""
+    changes = _changes_state(method, path)
+    if changes and _cross_site(config, headers, host):
+        return CROSS_SITE
+    if config.token is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        return None
+    if not changes and config.public_read:
+        return BY_PATH_TOKEN if path_token is not None else None
+    if _matches(_bearer(headers), config.token):
+        return None
+    if _matches(path_token, config.token):
+        return BY_PATH_TOKEN
+    if _matches(cookie, config.token) and (not changes or headers.get("x-requested-with")):
+        return None
+    return NO_TOKEN
 
 
 def install(app: Quart, config: Config) -> None:
@@ -100,32 +152,22 @@ def install(app: Quart, config: Config) -> None:
 
     @app.before_request
     async def check_request() -> Response | None:
-        path = request.path
-        changes = _changes_state(request.method, path)
-        if changes and _cross_site(config):
-            return error_response(
-                403, "forbidden", "requests from another site may not change anything here"
-            )
-        if config.token is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
-            return None
-        if not changes and config.public_read:
-            return _login_redirect(config)
-        if _matches(_bearer(request.headers), config.token):
-            return None
-        if _matches(_path_token(request.scope), config.token):
-            return _login_redirect(config)
-        cookie = request.cookies.get(COOKIE)
-        if _matches(cookie, config.token) and (
-            not changes or request.headers.get("X-Requested-With")
-        ):
-            return None
-        response = error_response(
-            401,
-            "unauthorized",
-            "this panoptes needs its token: send 'Authorization: Bearer <token>' or use the "
-            "address http://host:port/t/<token>",
+        decision = check(
+            config,
+            request.method,
+            request.path,
+            request.headers,
+            request.host,
+            path_token(request.scope),
+            request.cookies.get(COOKIE),
         )
-        response.headers["WWW-Authenticate"] = 'Bearer realm="panoptes"'
+        if decision is None:
+            return None
+        if decision == BY_PATH_TOKEN:
+            return _login_redirect(config)
+        assert isinstance(decision, Refusal)
+        response = error_response(decision.status, decision.error, decision.detail)
+        response.headers.update(decision.headers())
         return response
 
     @app.before_websocket
@@ -134,21 +176,31 @@ def install(app: Quart, config: Config) -> None:
             return None
         given = (
             _bearer(websocket.headers)
-            or _path_token(websocket.scope)
+            or path_token(websocket.scope)
             or websocket.cookies.get(COOKIE)
         )
         if _matches(given, config.token):
             return None
         return error_response(401, "unauthorized", "the feed needs this panoptes' token")
 
+    always = security_headers(config)
+
     @app.after_request
-    async def security_headers(response: Response) -> Response:
+    async def add_security_headers(response: Response) -> Response:
         headers = response.headers
         _allow_reading_from_embedding_sites(config, headers)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "same-origin")
-        headers.setdefault("Content-Security-Policy", content_security_policy(config))
+        for name, value in always.items():
+            headers.setdefault(name, value)
         return response
+
+
+def security_headers(config: Config) -> dict[str, str]:
+    """What every HTTP response carries."""
+    return {
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Content-Security-Policy": content_security_policy(config),
+    }
 
 
 def _allow_reading_from_embedding_sites(config: Config, headers: Any) -> None:
@@ -167,7 +219,7 @@ def _allow_reading_from_embedding_sites(config: Config, headers: Any) -> None:
 
 def _login_redirect(config: Config) -> Response | None:
     """A browser that opened a page through /t/<token>/ gets the cookie and the plain URL."""
-    token = _path_token(request.scope)
+    token = path_token(request.scope)
     if token is None or request.method != "GET" or not _matches(token, config.token or ""):
         return None
     if request.path.startswith(("/api/", "/create_workflow")):

@@ -126,6 +126,8 @@ class Hub:
         self._everything: set[Subscription] = set()
         self._by_workflow: dict[int, set[Subscription]] = {}
         self.delivered_seq = 0  # the last event handed to subscribers
+        # The highest seq noticed since the last pass; None after a "maybe missed some".
+        self._noticed: int | None = 0
         self._committed = 0  # the last seq this process's writer committed
         self._announced = 0  # ... and told the other processes about
         self._pump_wanted = asyncio.Event()
@@ -205,7 +207,7 @@ class Hub:
         if not messages:
             return
         if not self.backend.crosses_processes:
-            self._fan_out([_item(message) for message in messages])
+            self._fan_out(messages)
             return
         self._committed = max(self._committed, messages[-1]["seq"])
         self._announce_wanted.set()
@@ -213,6 +215,10 @@ class Hub:
 
     def notice(self, seq: int | None) -> None:
         """Events up to `seq` are committed somewhere (None: maybe missed some; look)."""
+        if seq is None:
+            self._noticed = None
+        elif self._noticed is not None:
+            self._noticed = max(self._noticed, seq)
         if seq is None or seq > self.delivered_seq:
             self._pump_wanted.set()
 
@@ -235,10 +241,19 @@ class Hub:
     async def _pump(self) -> None:
         """One pass: deliver every event committed after the last one delivered."""
         assert self._events is not None
+        if not self.subscriber_count:
+            # Nobody to deliver to: move past what was committed without reading it. A
+            # subscriber that comes later reads the head itself after subscribing (feed.py),
+            # so it gets everything after this point from the next pass.
+            noticed, self._noticed = self._noticed, 0
+            head = noticed if noticed is not None else await self._events.head()
+            if not self.subscriber_count:  # still nobody, after the query
+                self.delivered_seq = max(self.delivered_seq, head)
+                return
         while True:
             messages = await self._events.after(self.delivered_seq, self.page)
             if messages:
-                self._fan_out([_item(message) for message in messages])
+                self._fan_out(messages)
             if len(messages) < self.page:
                 return
 
@@ -263,11 +278,16 @@ class Hub:
                 self._announced = seq
                 delay = self.retry_first
 
-    def _fan_out(self, items: list[FeedItem]) -> None:
-        for item in items:
-            if item.type.startswith("workflow."):
-                for subscription in self._everything:
+    def _fan_out(self, messages: list[dict[str, Any]]) -> None:
+        """Offer each message to whoever subscribed to it, encoded once, and only if anyone
+        did: most job events of a busy server have no subscriber at all."""
+        for message in messages:
+            everyone = self._everything if message["type"].startswith("workflow.") else ()
+            group = self._by_workflow.get(message.get("workflow_id") or -1, ())
+            if everyone or group:
+                item = _item(message)
+                for subscription in everyone:
                     subscription.offer(item)
-            for subscription in self._by_workflow.get(item.workflow_id or -1, ()):
-                subscription.offer(item)
-        self.delivered_seq = items[-1].seq
+                for subscription in group:
+                    subscription.offer(item)
+        self.delivered_seq = messages[-1]["seq"]

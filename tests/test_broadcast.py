@@ -180,6 +180,52 @@ async def test_own_commits_are_announced_and_pumped_without_waiting_for_the_echo
     assert events.reads == reads
 
 
+async def test_without_subscribers_the_pump_moves_on_without_reading_events(
+    pumped: tuple[Hub, FakeEvents, FakeBackend],
+) -> None:
+    hub, events, _ = pumped
+    for _ in range(50):
+        hub.notice(events.commit())  # another process's commits, nobody listening here
+    await eventually(lambda: hub.delivered_seq == 50)
+    hub.notice(None)  # "maybe missed some": the head is read, not the events
+    events.commit()
+    await eventually(lambda: hub.delivered_seq == 51)
+    assert events.reads == 0
+    # A subscriber that comes now gets what commits after it, read from the table.
+    subscription = hub.subscribe(1)
+    hub.notice(events.commit())
+    assert (await asyncio.wait_for(subscription.get(), 2)).seq == 52
+    assert events.reads == 1
+
+
+async def test_a_subscriber_that_arrives_while_the_pump_reads_the_head_misses_nothing(
+    pumped: tuple[Hub, FakeEvents, FakeBackend],
+) -> None:
+    hub, events, _ = pumped
+    looking, answer = asyncio.Event(), asyncio.Event()
+    head = events.head
+
+    async def slow_head() -> int:
+        looking.set()
+        await answer.wait()
+        return await head()
+
+    events.head = slow_head  # type: ignore[method-assign]
+    events.commit()
+    hub.notice(None)
+    await asyncio.wait_for(looking.wait(), 2)
+    # The feed subscribes, then reads the head for its hello (1); then 2 commits; then the
+    # pump's head query answers 2. Jumping to 2 would lose event 2 for this subscriber.
+    subscription = hub.subscribe(1)
+    hello = await head()
+    events.commit()
+    answer.set()
+    got = await asyncio.wait_for(subscription.get(), 2)
+    while got.seq <= hello:  # the feed skips what its hello already covered
+        got = await asyncio.wait_for(subscription.get(), 2)
+    assert got.seq == 2
+
+
 async def test_memory_backend_delivers_directly_without_reading() -> None:
     hub = Hub(MemoryBackend())  # no events table at all: it must not need one
     await hub.start()

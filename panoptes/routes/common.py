@@ -38,13 +38,18 @@ def _form(text: str) -> dict[str, str]:
 
 
 async def body_fields(*, required: bool) -> dict[str, Any]:
-    """A request body as a dict, whatever way the client encoded it.
+    """The request's body as a dict, whatever way the client encoded it (see decode_fields)."""
+    data = await request.get_data(as_text=False)
+    raw = data if isinstance(data, bytes) else data.encode()
+    return decode_fields(raw, request.mimetype, required=required)
+
+
+def decode_fields(raw: bytes, mimetype: str, *, required: bool) -> dict[str, Any]:
+    """A request body as a dict. `mimetype` is the Content-Type without its parameters.
 
     Snakemake sends form bodies (7.0-7.31, 8.x, 9) and JSON without any Content-Type
     (7.32), so a body without a type is sniffed.
     """
-    data = await request.get_data(as_text=False)
-    raw = data if isinstance(data, bytes) else data.encode()
     if not raw.strip():
         if required:
             raise BadRequest("the request has no body")
@@ -53,7 +58,6 @@ async def body_fields(*, required: bool) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("the body is not UTF-8 text") from None
-    mimetype = request.mimetype
     is_json = mimetype == "application/json" or mimetype.endswith("+json")
     if is_json or (not mimetype and text.lstrip().startswith(("{", "["))):
         try:

@@ -6,18 +6,26 @@ message panoptes cannot use is answered 400 (or 413/415/422): they print it and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
 
-from quart import Blueprint, Response, request
+import orjson
+from quart import Blueprint, Quart, Response, request
 
-from .. import ingest
+from .. import auth, ingest
+from ..config import Config
+from ..service import Panoptes
 from ..writer import DomainError
-from .common import BadRequest, body_fields, json_response, panoptes
+from .common import BadRequest, body_fields, decode_fields, json_response, panoptes
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("wms", __name__)
+# As long as Quart waits for a request body (app.config["BODY_TIMEOUT"]).
+BODY_TIMEOUT_SECONDS = 30
 
 
 def called_by_clients(method: str, path: str) -> bool:
@@ -55,19 +63,139 @@ async def create_workflow() -> Response:
     return json_response(workflow)
 
 
-@bp.post("/update_workflow_status")
-async def update_workflow_status() -> Response:
-    app = panoptes()
-    started = time.perf_counter()
+class IngestEndpoint:
+    """ASGI middleware serving POST /update_workflow_status itself, beside the Quart app.
+
+    Every Snakemake message comes here, so this path is kept short: it reads the raw ASGI
+    request and answers it without Quart's request and response machinery, which cost about
+    as much CPU as storing the message. It gives the same answers as the rest of the app:
+    the same checks (auth.check), body decoding (decode_fields), JSON errors and headers.
+    Every other request goes on to the app.
+    """
+
+    PATH = "/update_workflow_status"
+
+    def __init__(self, app: Any, quart: Quart, config: Config) -> None:
+        self.app = app
+        self.quart = quart
+        self.config = config
+        self.max_body = config.max_body_bytes
+        self.headers = [
+            (b"content-type", b"application/json"),
+            *((k.lower().encode(), v.encode()) for k, v in auth.security_headers(config).items()),
+        ]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH:
+            await self.app(scope, receive, send)
+            return
+        service: Panoptes = self.quart.extensions["panoptes"]
+        started = time.perf_counter()
+        try:
+            if scope["method"] == "POST":
+                status, answer, extra = await self._handle(scope, receive, service)
+            else:
+                detail = "The method is not allowed for the requested URL."
+                status, answer, extra = 405, _error("method not allowed", detail), ALLOW_POST
+        except Exception as exc:
+            log.exception("unhandled error on POST %s", self.PATH)
+            # Snakemake 7/8 abort the user's run on a 500, and carry on after a 503. The
+            # exception's text can hold SQL and stored values: it goes to the log only.
+            detail = f"{type(exc).__name__}; the server log has the details"
+            status, answer, extra = 503, {"error": "internal error", "detail": detail}, {}
+        if status == 200:
+            service.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        body = orjson.dumps(answer)
+        headers = [
+            *self.headers,
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in extra.items()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(
+        self, scope: Any, receive: Any, service: Panoptes
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope["headers"]
+        }
+        decision = auth.check(
+            self.config,
+            "POST",
+            self.PATH,
+            headers,
+            headers.get("host", ""),
+            auth.path_token(scope),
+            _cookie(headers.get("cookie"), auth.COOKIE),
+        )
+        if isinstance(decision, auth.Refusal):
+            return decision.status, _error(decision.error, decision.detail), decision.headers()
+        client = (scope.get("client") or ("unknown",))[0]
+        try:
+            raw = await self._body(receive, headers)
+            mimetype = headers.get("content-type", "").partition(";")[0].strip().lower()
+            fields = decode_fields(raw, mimetype, required=True)
+            message = ingest.parse_message(fields)
+            stored = await service.ingest(message)
+        except (BadRequest, DomainError) as exc:  # DomainError: unknown workflow, bad fields
+            log.warning("refused a message from %s: %s", client, exc)
+            service.metrics.events.labels(outcome="refused").inc()
+            return exc.status, _error(exc.error, exc.detail), {}
+        service.metrics.events.labels(outcome="stored" if stored else "duplicate").inc()
+        return 200, {"status": "ok" if stored else "duplicate"}, {}
+
+    async def _body(self, receive: Any, headers: dict[str, str]) -> bytes:
+        too_large = BadRequest(
+            f"the request body is larger than {self.max_body} bytes",
+            status=413,
+            error="request entity too large",
+        )
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+                while True:
+                    event = await receive()
+                    if event["type"] == "http.disconnect":
+                        raise BadRequest("the client went away", status=400)
+                    chunk = event.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise too_large
+                    chunks.append(chunk)
+                    if not event.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise BadRequest(
+                f"the body did not arrive within {BODY_TIMEOUT_SECONDS} s",
+                status=408,
+                error="request timeout",
+            ) from None
+
+
+ALLOW_POST = {"Allow": "POST"}
+
+
+def _error(error: str, detail: str) -> dict[str, Any]:
+    return {"error": error, "detail": detail}
+
+
+def _cookie(header: str | None, name: str) -> str | None:
+    if not header:
+        return None
+    cookies = SimpleCookie()
     try:
-        fields = await body_fields(required=True)
-        message = ingest.parse_message(fields)
-        stored = await app.ingest(message)
-    except (BadRequest, DomainError) as exc:  # DomainError: unknown workflow, bad fields
-        log.warning("refused a message from %s: %s", request.remote_addr, exc)
-        app.metrics.events.labels(outcome="refused").inc()
-        raise
-    outcome = "stored" if stored else "duplicate"
-    app.metrics.events.labels(outcome=outcome).inc()
-    app.metrics.ingest_seconds.observe(time.perf_counter() - started)
-    return json_response({"status": "ok" if stored else "duplicate"})
+        cookies.load(header)
+    except CookieError:
+        return None
+    morsel = cookies.get(name)
+    return morsel.value if morsel is not None else None
+
+
+def install(app: Quart, config: Config) -> None:
+    app.asgi_app = IngestEndpoint(app.asgi_app, app, config)  # type: ignore[method-assign,assignment]
