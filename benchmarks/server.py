@@ -53,6 +53,7 @@ class Server:
         env = {**os.environ, **self.env}
         if self.workers > 1:
             command = [sys.executable, "-m", "hypercorn", "--workers", str(self.workers)]
+            command += ["--worker-class", "uvloop", "--backlog", "2048"]
             command += ["--bind", f"127.0.0.1:{self.port}", "panoptes.app:create_app()"]
             env["PANOPTES_DB_URL"] = str(self.db)
         self.process = subprocess.Popen(

@@ -130,6 +130,8 @@ class Config:
     public_read: bool = True
     # Who may show the pages in a frame (CSP frame-ancestors), e.g. "'self' https://lab.org".
     frame_ancestors: str = "'self'"
+    # Serve on uvloop's event loop when it is installed (the `panoptes` command only).
+    uvloop: bool = True
 
     def __post_init__(self) -> None:
         broadcast_scheme(self.broadcast_url)  # an unknown backend stops the server at startup
@@ -159,6 +161,7 @@ class Config:
             token=_token(env),
             public_read=_bool(env, "PANOPTES_PUBLIC_READ", cls.public_read),
             frame_ancestors=env.get("PANOPTES_FRAME_ANCESTORS", "").strip() or cls.frame_ancestors,
+            uvloop=_bool(env, "PANOPTES_UVLOOP", cls.uvloop),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         if "db_url" in given:

@@ -163,6 +163,10 @@ def _schemas() -> dict[str, Schema]:
                         "delivered_seq": COUNT,
                     }
                 ),
+                "event_loop": {
+                    "type": "string",
+                    "description": "the server process's event loop: uvloop or asyncio",
+                },
             }
         ),
     }

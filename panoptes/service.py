@@ -19,7 +19,7 @@ from .config import Config
 from .db import make_engine, make_sessionmaker
 from .hub import Hub
 from .metrics import Metrics
-from .migrations import check_schema, upgrade_schema
+from .migrations import check_schema, sqlite_file, upgrade_schema
 from .models import Event, Workflow, utcnow
 from .queries import EventLog
 from .status import FINISHED, WorkflowStatus, can_move
@@ -58,7 +58,12 @@ class Panoptes:
         self.metrics = Metrics(lambda: self.hub.subscriber_count)
         # Open feed connections per client address, for PANOPTES_MAX_FEED_PER_CLIENT.
         self.feed_clients: Counter[str] = Counter()
-        self.writer = Writer(self.sessions, self.hub.publish, config.write_batch_size)
+        self.writer = Writer(
+            self.sessions,
+            self.hub.publish,
+            config.write_batch_size,
+            database_file=sqlite_file(self.engine.url),
+        )
         self._last_sweep = 0.0
         self._last_prune = 0.0
         self._sweeper: asyncio.Task[None] | None = None

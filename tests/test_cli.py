@@ -218,6 +218,26 @@ def test_live_server_answers(live_server: LiveServer):
     assert [wf["id"] for wf in listed["workflows"]] == [created["id"]]
 
 
+def test_live_server_runs_on_uvloop_and_takes_bursts_of_connections(live_server: LiveServer):
+    info = httpx.get(f"{live_server.url}/api/service-info", timeout=10).json()
+    assert info["event_loop"] == "uvloop"
+    # The listening socket's queue (ss shows it as Send-Q): Hypercorn's default of 100 drops
+    # the connections of a bigger burst, which then wait a second to try again.
+    listening = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{live_server.port}"], capture_output=True, text=True
+    ).stdout.split()
+    assert int(listening[2]) == 2048, listening
+
+
+def test_panoptes_uvloop_0_keeps_asyncio(tmp_path: Path):
+    server = LiveServer(db=tmp_path / "plain.db", env={"PANOPTES_UVLOOP": "0"}).start()
+    try:
+        info = httpx.get(f"{server.url}/api/service-info", timeout=10).json()
+        assert info["event_loop"] == "asyncio"
+    finally:
+        server.stop()
+
+
 async def _post(http: httpx.AsyncClient, workflow_id: int, msg: dict[str, Any]) -> bool:
     """True if the server acknowledged the message."""
     try:

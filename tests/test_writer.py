@@ -4,7 +4,9 @@ batch announces each object it changed once, with its final state."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -428,3 +430,34 @@ async def test_a_run_that_succeeds_in_the_batch_that_ran_its_jobs(client: Client
     assert all(len(job["attempts"]) == 1 for job in jobs.values())
     workflow = (await api(client, f"/api/workflow/{workflow_id}"))["workflow"]
     assert (workflow["status"], workflow["jobs_done"], workflow["jobs_total"]) == ("Done", 2, 2)
+
+
+# ---- writers of several processes on one SQLite file
+
+
+async def test_a_writer_waits_for_the_file_turn_and_takes_it_when_released(
+    tmp_path: Path,
+) -> None:
+    """Another process holding the turn (an flock beside the database) holds this writer's
+    commit back, without blocking the event loop; releasing it lets the commit through."""
+    db = tmp_path / "turns.db"
+    panoptes = Panoptes(Config(db_url=database_url(str(db))))
+    await panoptes.start()
+    other = os.open(f"{db}-writer.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        registering = asyncio.create_task(panoptes.register(ingest.Registration(name="held")))
+        ticks = 0
+        for _ in range(20):  # the loop keeps running while the writer waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not registering.done()
+        fcntl.flock(other, fcntl.LOCK_UN)
+        workflow = await asyncio.wait_for(registering, 5)
+        assert workflow["name"] == "held"
+        # The writer gave the turn back after its commit: another process can take it.
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other, fcntl.LOCK_UN)
+    finally:
+        os.close(other)
+        await panoptes.stop()

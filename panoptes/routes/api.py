@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from quart import Blueprint, Response, request
 
 from .. import __version__, ingest, queries
@@ -65,6 +67,7 @@ async def service_info() -> Response:
         "version": __version__,
         "database": database,
         "hub": app.hub.status,
+        "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
     }
     return json_response(body, status=200 if database["ok"] else 503)
 
