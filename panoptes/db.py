@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import orjson
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -48,6 +48,20 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=20, **json_options
     )
+
+
+def make_sync_sqlite_engine(url: URL) -> Engine:
+    """A plain (sqlite3) engine on the same SQLite file as the app's async engine, for the
+    writer's own thread (writer.py); same settings, same JSON encoding."""
+    engine = create_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        # Made in the writer's thread, disposed of from the event loop's at shutdown.
+        connect_args={"timeout": 10, "check_same_thread": False},
+        json_serializer=json_dumps,
+        json_deserializer=json_loads,
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

@@ -15,7 +15,7 @@ import hashlib
 import math
 import shlex
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -263,13 +263,13 @@ def rows_to_load(message: Message) -> Preload:
     return Preload(workflows=(workflow_id,), jobs=tuple((workflow_id, int(j)) for j in jobids))
 
 
-async def sweep_stale(tx: Tx, stale_hours: float, now: datetime | None = None) -> int:
+def sweep_stale(tx: Tx, stale_hours: float, now: datetime | None = None) -> int:
     """Mark Running workflows that have been silent too long as Stale."""
     if stale_hours <= 0:
         return 0
     cutoff = (now or utcnow()) - timedelta(hours=stale_hours)
-    await tx.flush()  # the batch's changes to these columns count
-    silent = await tx.session.scalars(
+    tx.flush()  # the batch's changes to these columns count
+    silent = tx.session.scalars(
         select(Workflow).where(Workflow.status == W.RUNNING, Workflow.updated_at < cutoff)
     )
     count = 0
@@ -280,15 +280,15 @@ async def sweep_stale(tx: Tx, stale_hours: float, now: datetime | None = None) -
     return count
 
 
-async def register_workflow(tx: Tx, request: Registration, stale_hours: float) -> Workflow:
+def register_workflow(tx: Tx, request: Registration, stale_hours: float) -> Workflow:
     """GET /create_workflow: a new run, or the reuse of a finished one with the same name."""
     now = utcnow()
-    await sweep_stale(tx, stale_hours, now)
+    sweep_stale(tx, stale_hours, now)
     name = request.name or str(uuid.uuid4())
     # The batch may have registered or renamed a workflow of this name, or started jobs of
     # the one the name belongs to (which the reset below must delete too).
-    await tx.flush()
-    existing = await tx.session.scalar(select(Workflow).where(Workflow.name == name))
+    tx.flush()
+    existing = tx.session.scalar(select(Workflow).where(Workflow.name == name))
     if existing is not None and existing.status == W.RUNNING:
         # Restart protection: a live run is never wiped; the new one gets its own name.
         name = f"{name}-{uuid.uuid4().hex[:8]}"
@@ -299,7 +299,7 @@ async def register_workflow(tx: Tx, request: Registration, stale_hours: float) -
         tx.session.add(wf)
         tx.changed_workflow(wf, "workflow.created")
         return wf
-    await tx.session.execute(delete(Job).where(Job.workflow_id == existing.id))
+    tx.session.execute(delete(Job).where(Job.workflow_id == existing.id))
     tx.forget_jobs(existing.id)
     existing.status = W.RUNNING
     existing.jobs_done = existing.jobs_total = 0
@@ -321,9 +321,9 @@ def _describe(wf: Workflow, request: Registration) -> None:
     wf.dry_run = request.dry_run
 
 
-async def apply_message(tx: Tx, message: Message) -> bool:
+def apply_message(tx: Tx, message: Message) -> bool:
     """Apply one validated message. Returns False for a duplicate that was dropped."""
-    wf = await tx.session.get(Workflow, message.workflow_id)
+    wf = tx.session.get(Workflow, message.workflow_id)
     if wf is None:
         raise IngestError(
             f"no workflow with id {message.workflow_id}; register with /create_workflow",
@@ -339,7 +339,7 @@ async def apply_message(tx: Tx, message: Message) -> bool:
         _move(tx, wf, W.RUNNING, message.at)
     handler = HANDLERS.get(message.level)
     if handler is not None:
-        await handler(tx, wf, message.body, message.at)
+        handler(tx, wf, message.body, message.at)
     return True
 
 
@@ -364,10 +364,10 @@ def _add_error(tx: Tx, wf: Workflow, text: str) -> None:
         tx.changed_workflow(wf)
 
 
-async def _reconcile_counts(tx: Tx, wf: Workflow) -> None:
+def _reconcile_counts(tx: Tx, wf: Workflow) -> None:
     """Counts from the job rows: what really ran (an --until run never reaches its total)."""
     total, done = (
-        await tx.session.execute(
+        tx.session.execute(
             select(func.count(), func.count().filter(Job.status == JobStatus.DONE)).where(
                 Job.workflow_id == wf.id
             )
@@ -377,12 +377,12 @@ async def _reconcile_counts(tx: Tx, wf: Workflow) -> None:
     tx.changed_workflow(wf)
 
 
-async def _finish_successfully(tx: Tx, wf: Workflow, at: datetime) -> None:
+def _finish_successfully(tx: Tx, wf: Workflow, at: datetime) -> None:
     if wf.status in (W.RUNNING, W.STALE):
         # The run succeeded, so every job it started finished, even where the client
         # did not say so (snakemake -q sends job_started but no job_finished).
-        await tx.flush()
-        unfinished = await tx.session.scalars(
+        tx.flush()
+        unfinished = tx.session.scalars(
             select(Job).where(Job.workflow_id == wf.id, Job.status == JobStatus.RUNNING)
         )
         for job in unfinished:
@@ -390,17 +390,17 @@ async def _finish_successfully(tx: Tx, wf: Workflow, at: datetime) -> None:
             job.finished_at = at
             _end_attempt(job, JobStatus.DONE, at, None)
             tx.changed_job(job)
-        await tx.flush()
-        await _reconcile_counts(tx, wf)
+        tx.flush()
+        _reconcile_counts(tx, wf)
         _move(tx, wf, W.DONE, at)
 
 
 # ---- job lifecycle
 
 
-async def _job(tx: Tx, wf: Workflow, jobid: int, at: datetime) -> tuple[Job, bool]:
+def _job(tx: Tx, wf: Workflow, jobid: int, at: datetime) -> tuple[Job, bool]:
     """The job, created if unseen. The bool says whether it is new."""
-    job = await tx.job(wf.id, jobid)
+    job = tx.job(wf.id, jobid)
     if job is not None:
         return job, False
     status = JobStatus.WAITING if wf.dry_run else JobStatus.RUNNING
@@ -441,13 +441,13 @@ def _end_attempt(job: Job, status: JobStatus, at: datetime, error: str | None) -
     job.attempts = attempts  # a new list, so the JSON column sees the change
 
 
-async def _start_job(tx: Tx, wf: Workflow, jobid: int, at: datetime) -> Job:
+def _start_job(tx: Tx, wf: Workflow, jobid: int, at: datetime) -> Job:
     """The job is running: new, waiting, or a retry of a failed attempt."""
-    job, new = await _job(tx, wf, jobid, at)
+    job, new = _job(tx, wf, jobid, at)
     if new and not wf.dry_run:
         return job
     if job.status in (JobStatus.ERROR, JobStatus.DONE):
-        await _retry(tx, wf, job, at)
+        _retry(tx, wf, job, at)
     elif job.status == JobStatus.WAITING and not wf.dry_run:
         job.status = JobStatus.RUNNING
         job.started_at = at
@@ -456,7 +456,7 @@ async def _start_job(tx: Tx, wf: Workflow, jobid: int, at: datetime) -> Job:
     return job
 
 
-async def _retry(tx: Tx, wf: Workflow, job: Job, at: datetime) -> None:
+def _retry(tx: Tx, wf: Workflow, job: Job, at: datetime) -> None:
     was_error = job.status == JobStatus.ERROR
     job.attempt += 1
     job.status = JobStatus.RUNNING
@@ -466,8 +466,8 @@ async def _retry(tx: Tx, wf: Workflow, job: Job, at: datetime) -> None:
     job.attempts = [*(job.attempts or []), _attempt_record(job.attempt, at)]
     tx.changed_job(job)
     if was_error and wf.status == W.ERROR:
-        await tx.flush()
-        failing = await tx.session.scalar(
+        tx.flush()
+        failing = tx.session.scalar(
             select(func.count()).where(Job.workflow_id == wf.id, Job.status == JobStatus.ERROR)
         )
         if not failing and _move(tx, wf, W.RUNNING, at):
@@ -476,10 +476,10 @@ async def _retry(tx: Tx, wf: Workflow, job: Job, at: datetime) -> None:
             wf.error = None
 
 
-async def on_job_started(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+def on_job_started(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
     jobs: list[int] = body["jobs"] if isinstance(body["jobs"], list) else [body["jobs"]]
     for jobid in jobs:
-        await _start_job(tx, wf, jobid, at)
+        _start_job(tx, wf, jobid, at)
 
 
 def _paths(value: Any) -> list[str]:
@@ -490,9 +490,9 @@ def _paths(value: Any) -> list[str]:
     return [str(item) for item in value]
 
 
-async def on_job_info(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+def on_job_info(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
     jobid = int(body["jobid"])
-    job = await _start_job(tx, wf, jobid, at)
+    job = _start_job(tx, wf, jobid, at)
     job.rule = body.get("name") or job.rule
     job.message = body.get("msg")
     job.input = _paths(body.get("input"))
@@ -515,8 +515,8 @@ async def on_job_info(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) 
     tx.changed_job(job)
 
 
-async def on_job_finished(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
-    job, _ = await _job(tx, wf, int(body["jobid"]), at)
+def on_job_finished(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    job, _ = _job(tx, wf, int(body["jobid"]), at)
     if job.status == JobStatus.DONE:
         return
     job.status = JobStatus.DONE
@@ -525,8 +525,8 @@ async def on_job_finished(tx: Tx, wf: Workflow, body: dict[str, Any], at: dateti
     tx.changed_job(job)
 
 
-async def on_job_error(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
-    job, _ = await _job(tx, wf, int(body["jobid"]), at)
+def on_job_error(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    job, _ = _job(tx, wf, int(body["jobid"]), at)
     job.rule = job.rule or body.get("name") or None
     if body.get("shellcmd") and not job.shellcmd:
         job.shellcmd = body["shellcmd"]
@@ -543,7 +543,7 @@ async def on_job_error(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime)
     _move(tx, wf, W.ERROR, at)
 
 
-async def on_error(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+def on_error(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
     parts = [str(body.get("msg") or body.get("exception") or "error")]
     for key in ("rule", "location"):
         if body.get(key):
@@ -556,7 +556,7 @@ async def on_error(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> 
     _move(tx, wf, W.ERROR, at)
 
 
-async def on_progress(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+def on_progress(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
     if wf.status == W.DONE:
         return  # counts were reconciled when it finished
     done, total = int(body["done"]), int(body["total"])
@@ -567,7 +567,7 @@ async def on_progress(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) 
         _move(tx, wf, W.DONE, at)
 
 
-async def on_shellcmd(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+def on_shellcmd(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
     command = body.get("msg")
     if not isinstance(command, str) or not command:
         return
@@ -577,32 +577,32 @@ async def on_shellcmd(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) 
         jobid = wf.last_job_info
     if jobid is None:
         return
-    job = await tx.job(wf.id, int(jobid))
+    job = tx.job(wf.id, int(jobid))
     if job is not None and not job.shellcmd:
         job.shellcmd = command
         tx.changed_job(job)
 
 
-async def on_info(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+def on_info(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
     text = body.get("msg")
     if not isinstance(text, str):
         return
     if text.startswith("Nothing to be done"):
-        await _finish_successfully(tx, wf, at)
+        _finish_successfully(tx, wf, at)
     elif text.startswith("This was a dry-run"):
         wf.dry_run = True
-        await _finish_successfully(tx, wf, at)
+        _finish_successfully(tx, wf, at)
     elif text.startswith("Complete log"):
         # Snakemake 7/8 write this at the end of every real run; a failed run has
         # already turned Error, so a still-running workflow has succeeded (--until too).
-        await _finish_successfully(tx, wf, at)
+        _finish_successfully(tx, wf, at)
 
 
-async def on_workflow_success(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
-    await _finish_successfully(tx, wf, at)
+def on_workflow_success(tx: Tx, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    _finish_successfully(tx, wf, at)
 
 
-Handler = Callable[[Tx, Workflow, dict[str, Any], datetime], Awaitable[None]]
+Handler = Callable[[Tx, Workflow, dict[str, Any], datetime], None]
 
 HANDLERS: dict[str, Handler] = {
     "job_started": on_job_started,

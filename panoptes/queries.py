@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from .models import Event, Job, Workflow
 from .status import JobStatus
@@ -111,8 +112,8 @@ async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[st
 KEYS_PER_QUERY = 500
 
 
-async def rule_counts(
-    session: AsyncSession, keys: Collection[tuple[int, str | None]]
+def rule_counts(
+    session: Session, keys: Collection[tuple[int, str | None]]
 ) -> dict[tuple[int, str | None], dict[str, Any]]:
     """The counts of some rules, by (workflow id, rule); a job whose rule is not known yet
     counts under None (shown as "")."""
@@ -132,7 +133,7 @@ async def rule_counts(
         ]
         if unnamed:
             matches.append(and_(Job.workflow_id.in_(unnamed), Job.rule.is_(None)))
-        rows = await session.execute(
+        rows = session.execute(
             select(Job.workflow_id, Job.rule, Job.status, func.count())
             .where(or_(*matches))
             .group_by(Job.workflow_id, Job.rule, Job.status)

@@ -19,7 +19,7 @@ from .config import Config
 from .db import make_engine, make_sessionmaker
 from .hub import Hub
 from .metrics import Metrics
-from .migrations import check_schema, sqlite_file, upgrade_schema
+from .migrations import check_schema, upgrade_schema
 from .models import Event, Workflow, utcnow
 from .queries import EventLog
 from .status import FINISHED, WorkflowStatus, can_move
@@ -58,12 +58,7 @@ class Panoptes:
         self.metrics = Metrics(lambda: self.hub.subscriber_count)
         # Open feed connections per client address, for PANOPTES_MAX_FEED_PER_CLIENT.
         self.feed_clients: Counter[str] = Counter()
-        self.writer = Writer(
-            self.sessions,
-            self.hub.publish,
-            config.write_batch_size,
-            database_file=sqlite_file(self.engine.url),
-        )
+        self.writer = Writer(self.engine, self.hub.publish, config.write_batch_size)
         self._last_sweep = 0.0
         self._last_prune = 0.0
         self._sweeper: asyncio.Task[None] | None = None
@@ -97,9 +92,9 @@ class Panoptes:
     async def register(self, request: ingest.Registration) -> dict[str, Any]:
         from .views import workflow_view
 
-        async def op(tx: Tx) -> dict[str, Any]:
-            wf = await ingest.register_workflow(tx, request, self.config.stale_hours)
-            await tx.session.flush()
+        def op(tx: Tx) -> dict[str, Any]:
+            wf = ingest.register_workflow(tx, request, self.config.stale_hours)
+            tx.session.flush()
             return workflow_view(wf)
 
         return await self.writer.submit(op)
@@ -161,11 +156,11 @@ class Panoptes:
             if count < PRUNE_BATCH:
                 return removed
 
-    async def _prune_batch(self, tx: Tx, cutoff: datetime) -> int:
+    def _prune_batch(self, tx: Tx, cutoff: datetime) -> int:
         ended = func.coalesce(Workflow.finished_at, Workflow.updated_at)
-        await tx.flush()  # the batch's changes to these columns count
+        tx.flush()  # the batch's changes to these columns count
         expired = list(
-            await tx.session.scalars(
+            tx.session.scalars(
                 select(Workflow)
                 .where(Workflow.status.in_(PRUNABLE), ended < cutoff)
                 .order_by(Workflow.id)
@@ -176,11 +171,11 @@ class Panoptes:
             # Their events go too, before the deletion events are written: a feed client
             # resuming from before still learns of the deletion, and nothing else about them.
             ids = [wf.id for wf in expired]
-            await tx.session.execute(
+            tx.session.execute(
                 delete(Event).where(Event.workflow_id.in_(ids)),
                 execution_options={"synchronize_session": False},
             )
-        await self._remove(tx, expired)
+        self._remove(tx, expired)
         return len(expired)
 
     async def prune_expired(self) -> int:
@@ -203,19 +198,19 @@ class Panoptes:
 
     # ---- what users change through the API and pages
 
-    async def _existing(self, tx: Tx, workflow_id: int) -> Workflow:
-        wf = await tx.session.get(Workflow, workflow_id)
+    def _existing(self, tx: Tx, workflow_id: int) -> Workflow:
+        wf = tx.session.get(Workflow, workflow_id)
         if wf is None:
             raise NotFound(f"no workflow with id {workflow_id}")
         return wf
 
     async def rename(self, workflow_id: int, name: str) -> Workflow:
-        async def op(tx: Tx) -> Workflow:
-            wf = await self._existing(tx, workflow_id)
+        def op(tx: Tx) -> Workflow:
+            wf = self._existing(tx, workflow_id)
             if wf.name == name:
                 return wf
-            await tx.flush()  # a workflow this batch registered or renamed may have it
-            taken = await tx.session.scalar(select(Workflow.id).where(Workflow.name == name))
+            tx.flush()  # a workflow this batch registered or renamed may have it
+            taken = tx.session.scalar(select(Workflow.id).where(Workflow.name == name))
             if taken is not None:
                 raise Conflict(f"another workflow (id {taken}) is already named {name!r}")
             wf.name = name
@@ -228,8 +223,8 @@ class Panoptes:
             raise Conflict(f"another workflow is already named {name!r}") from None
 
     async def cancel(self, workflow_id: int) -> Workflow:
-        async def op(tx: Tx) -> Workflow:
-            wf = await self._existing(tx, workflow_id)
+        def op(tx: Tx) -> Workflow:
+            wf = self._existing(tx, workflow_id)
             if wf.status == W.CANCELLED:
                 return wf
             if not can_move(wf.status, W.CANCELLED):
@@ -243,30 +238,30 @@ class Panoptes:
         return await self.writer.submit(op)
 
     async def delete(self, workflow_id: int) -> None:
-        async def op(tx: Tx) -> None:
-            wf = await self._existing(tx, workflow_id)
+        def op(tx: Tx) -> None:
+            wf = self._existing(tx, workflow_id)
             if wf.status == W.RUNNING:
                 raise Conflict(
                     f"workflow {workflow_id} is still running; cancel it first with "
                     f"POST /api/workflow/{workflow_id}/cancel",
                     error="workflow is running",
                 )
-            await self._remove(tx, [wf])
+            self._remove(tx, [wf])
 
         await self.writer.submit(op)
 
-    async def _remove(self, tx: Tx, workflows: list[Workflow]) -> None:
+    def _remove(self, tx: Tx, workflows: list[Workflow]) -> None:
         for wf in workflows:
-            await tx.session.delete(wf)
-        await tx.flush()  # gone for the rest of the batch: a later get() finds nothing
+            tx.session.delete(wf)
+        tx.flush()  # gone for the rest of the batch: a later get() finds nothing
         tx.deleted_workflows([wf.id for wf in workflows])
 
     async def delete_all(self) -> int:
-        async def op(tx: Tx) -> int:
-            await tx.flush()  # what the batch added goes too
-            ids = list(await tx.session.scalars(select(Workflow.id)))
-            count = await tx.session.scalar(select(func.count()).select_from(Workflow))
-            await tx.session.execute(delete(Workflow))
+        def op(tx: Tx) -> int:
+            tx.flush()  # what the batch added goes too
+            ids = list(tx.session.scalars(select(Workflow.id)))
+            count = tx.session.scalar(select(func.count()).select_from(Workflow))
+            tx.session.execute(delete(Workflow))
             tx.deleted_workflows(ids)
             return count or 0
 

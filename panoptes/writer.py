@@ -1,9 +1,10 @@
 """The single write path: every change goes through one task that commits in batches.
 
-Callers `submit` an operation (an async function of a `Tx`) and wait for its result, which
+Callers `submit` an operation (a plain function of a `Tx`) and wait for its result, which
 is returned only after the transaction holding it has committed: an acknowledged event is
 on disk. Operations queued while a commit is in flight are committed together (group
-commit), which is what makes SQLite ingest fast. After each commit the events the batch
+commit), which is what makes SQLite ingest fast. A batch runs synchronously from start to
+commit; on an SQLite file, in a thread of its own (see Writer). After each commit the events the batch
 recorded are handed, in sequence order, to `publish` (the broadcast hub).
 
 Operations mark what they change (`Tx.changed_workflow`, `Tx.changed_job`); the batch turns
@@ -20,15 +21,17 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, event, func, insert, inspect, or_, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
+from .db import make_sync_sqlite_engine
+from .migrations import sqlite_file
 from .models import Event, Job, Workflow, utcnow
 from .queries import KEYS_PER_QUERY, rule_counts
 from .views import event_message, feed_message, job_view, workflow_view
@@ -115,7 +118,7 @@ class Changes:
 class Tx:
     """One operation's view of the open transaction, plus the changes it makes."""
 
-    session: AsyncSession
+    session: Session
     events: list[Event]
     jobs_cache: dict[tuple[int, int], Job]
     # Jobs the batch looked for when it began and did not find.
@@ -137,15 +140,15 @@ class Tx:
         self.session.add(event)
         self.events.append(event)
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         """Write what the batch changed so far, before a query that must see it."""
-        await self.session.flush()
+        self.session.flush()
 
-    async def job(self, workflow_id: int, jobid: int) -> Job | None:
+    def job(self, workflow_id: int, jobid: int) -> Job | None:
         key = (workflow_id, jobid)
         job = self.jobs_cache.get(key)
         if job is None and key not in self.absent_jobs:
-            job = await self.session.scalar(
+            job = self.session.scalar(
                 select(Job).where(Job.workflow_id == workflow_id, Job.jobid == jobid)
             )
             if job is not None:
@@ -191,19 +194,19 @@ class _Loaded:
     absent_jobs: set[tuple[int, int]]
 
 
-async def _preload(session: AsyncSession, wanted: list[Preload]) -> _Loaded:
+def _preload(session: Session, wanted: list[Preload]) -> _Loaded:
     workflow_ids = sorted({workflow_id for p in wanted for workflow_id in p.workflows})
     workflows: list[Workflow] = []
     for start in range(0, len(workflow_ids), KEYS_PER_QUERY):
         chunk = workflow_ids[start : start + KEYS_PER_QUERY]
-        workflows += await session.scalars(select(Workflow).where(Workflow.id.in_(chunk)))
+        workflows += session.scalars(select(Workflow).where(Workflow.id.in_(chunk)))
     keys = sorted({key for p in wanted for key in p.jobs})
     jobs: dict[tuple[int, int], Job] = {}
     for start in range(0, len(keys), KEYS_PER_QUERY):
         by_workflow: dict[int, list[int]] = {}
         for workflow_id, jobid in keys[start : start + KEYS_PER_QUERY]:
             by_workflow.setdefault(workflow_id, []).append(jobid)
-        found = await session.scalars(
+        found = session.scalars(
             select(Job).where(
                 or_(
                     *(
@@ -217,14 +220,14 @@ async def _preload(session: AsyncSession, wanted: list[Preload]) -> _Loaded:
     return _Loaded(workflows, jobs, set(keys) - jobs.keys())
 
 
-async def _announce(session: AsyncSession, changes: Changes) -> list[dict[str, Any]]:
+def _announce(session: Session, changes: Changes) -> list[dict[str, Any]]:
     """Turn what a batch changed into numbered events, one per object with its final state,
     and return them as the feed sends them."""
     if not changes:
         return []
-    await session.flush()  # ids for new rows; the counts below see every change
+    session.flush()  # ids for new rows; the counts below see every change
     rules = changes.rules | {(job.workflow_id, job.rule) for job in changes.jobs.values()}
-    counts = await rule_counts(session, rules)
+    counts = rule_counts(session, rules)
     now = utcnow()
     rows: list[dict[str, Any]] = []
 
@@ -239,7 +242,7 @@ async def _announce(session: AsyncSession, changes: Changes) -> list[dict[str, A
         add("job.updated", job.workflow_id, {"job": job_view(job)})
     for key in sorted(rules, key=lambda key: (key[0], key[1] or "")):
         add("rule.updated", key[0], {"rule": counts[key]})
-    seqs = await _insert_events(session, rows)
+    seqs = _insert_events(session, rows)
     return [
         feed_message(row["type"], seq, row["workflow_id"], now, row["payload"])
         for row, seq in zip(rows, seqs, strict=True)
@@ -253,17 +256,17 @@ _LAST_SEQ = text(
 )
 
 
-async def _insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+def _insert_events(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     """Write events with one statement; returns their seqs, in the order of `rows`."""
     if session.get_bind().dialect.name == "sqlite":
         # SQLite would number them one INSERT at a time (see _number_new_rows).
-        last = await session.scalar(_LAST_SEQ) or 0
+        last = session.scalar(_LAST_SEQ) or 0
         seqs = list(range(last + 1, last + 1 + len(rows)))
         numbered = [{**row, "seq": seq} for row, seq in zip(rows, seqs, strict=True)]
-        await session.execute(insert(_EVENTS), numbered)
+        session.execute(insert(_EVENTS), numbered)
         return seqs
     returning = insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True)
-    return list((await session.execute(returning, rows)).scalars())
+    return list(session.execute(returning, rows).scalars())
 
 
 def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
@@ -305,52 +308,40 @@ def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
 WRITE_LOCK_KEY = 0x70616E6F70746573  # "panoptes" in ASCII
 
 
-async def _take_turn(session: AsyncSession) -> None:
+def _take_turn(session: Session) -> None:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
     elif dialect == "sqlite":
-        await session.execute(text("BEGIN IMMEDIATE"))
+        session.execute(text("BEGIN IMMEDIATE"))
+
+
+class _SQLiteWriteSession(Session):
+    """The writer's sessions on SQLite: new rows get their keys before each flush."""
+
+
+event.listen(_SQLiteWriteSession, "before_flush", _number_new_rows)
 
 
 class FileTurn:
     """SQLite, several processes on one file: writers take turns through an flock on a file
     beside the database, taken before BEGIN IMMEDIATE. Releasing it wakes the next writer at
     once; SQLite's own busy handler instead polls with sleeps of 1 to 100 ms, which put
-    hundreds of milliseconds on requests whenever two processes wrote at the same time."""
+    hundreds of milliseconds on requests whenever two processes wrote at the same time.
+    Taken in the writer thread, so a wait never holds up the event loop."""
 
     def __init__(self, database: Path) -> None:
         self.path = Path(f"{database}-writer.lock")
         self._fd: int | None = None
-        self._waiter = ThreadPoolExecutor(1, thread_name_prefix="panoptes-turn")
 
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         if fcntl is None:
             return
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass  # another process is writing: wait in a thread, not on the event loop
-        loop = asyncio.get_running_loop()
-        waiting = loop.run_in_executor(self._waiter, fcntl.flock, self._fd, fcntl.LOCK_EX)
-        try:
-            await asyncio.shield(waiting)
-        except asyncio.CancelledError:
-            # The thread takes the lock eventually: give it back then, or nobody ever can.
-            def give_back(done: asyncio.Future[None]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    self._release()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
 
-            waiting.add_done_callback(give_back)
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._release()
-
-    def _release(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         if fcntl is not None and self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -358,11 +349,11 @@ class FileTurn:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self._waiter.shutdown(wait=False)
 
 
-Operation = Callable[[Tx], Awaitable[Any]]
+Operation = Callable[[Tx], Any]
 Publisher = Callable[[list[dict[str, Any]]], Awaitable[None]]
+Outcome = tuple[list[tuple[bool, Any]], list[dict[str, Any]]]
 
 
 @dataclass
@@ -373,21 +364,42 @@ class _Pending:
 
 
 class Writer:
-    def __init__(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        publish: Publisher,
-        batch_size: int = 256,
-        database_file: Path | None = None,
-    ) -> None:
-        self._sessionmaker = sessionmaker
+    """Runs each batch of operations as one synchronous transaction.
+
+    On an SQLite file the whole batch runs in one thread of its own, on a plain sqlite3
+    connection: one hand-off between the event loop and that thread per batch. (Through
+    aiosqlite every statement costs about four, each a wake-up of the loop; they were most
+    of a batch's cost.) Elsewhere (PostgreSQL, SQLite in memory) the same code runs through
+    AsyncSession.run_sync on the app's async engine."""
+
+    def __init__(self, engine: AsyncEngine, publish: Publisher, batch_size: int = 256) -> None:
+        self._engine = engine
         self._publish = publish
         self._batch_size = batch_size
-        self._turn: FileTurn | None = FileTurn(database_file) if database_file else None
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        sqlite = engine.dialect.name == "sqlite"
+        session_class = _SQLiteWriteSession if sqlite else Session
+        self._async_sessions = async_sessionmaker(
+            engine, expire_on_commit=False, autoflush=False, sync_session_class=session_class
+        )
+        database = sqlite_file(engine.url)
+        self._thread: ThreadPoolExecutor | None = None
+        self._sync_engine: Engine | None = None
+        self._turn: FileTurn | None = None
+        if database is not None:
+            self._sync_engine = make_sync_sqlite_engine(engine.url)
+            self._sync_sessions = sessionmaker(
+                self._sync_engine,
+                class_=_SQLiteWriteSession,
+                expire_on_commit=False,
+                autoflush=False,
+            )
+            self._turn = FileTurn(database)
 
     async def start(self) -> None:
+        if self._sync_engine is not None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="panoptes-writer")
         self._task = asyncio.create_task(self._run(), name="panoptes-writer")
 
     async def stop(self) -> None:
@@ -397,12 +409,19 @@ class Writer:
         await self._queue.put(None)
         await self._task
         self._task = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
         if self._turn is not None:
             self._turn.close()
 
-    async def submit(
-        self, operation: Callable[[Tx], Awaitable[T]], preload: Preload | None = None
-    ) -> T:
+    async def submit(self, operation: Callable[[Tx], T], preload: Preload | None = None) -> T:
+        """Run `operation` in a write transaction; its result once that has committed.
+
+        The operation runs synchronously, maybe in the writer's thread, together with the
+        other operations of its batch: it may only use the Tx it is given."""
         if self._task is None or self._task.done():
             raise RuntimeError("the writer is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -449,42 +468,19 @@ class Writer:
             return
         await self._finish([pending], results, messages)
 
-    async def _run_in_transaction(
-        self, batch: list[_Pending]
-    ) -> tuple[list[tuple[bool, Any]], list[dict[str, Any]]]:
+    async def _run_in_transaction(self, batch: list[_Pending]) -> Outcome:
         """Run the operations in one transaction; their results, and the committed events as
         the feed sends them."""
-        events: list[Event] = []
-        results: list[tuple[bool, Any]] = []
-        async with (
-            self._turn or nullcontext(),
-            self._sessionmaker(autoflush=False) as session,
-            session.begin(),
-        ):
-            await _take_turn(session)
-            if session.get_bind().dialect.name == "sqlite":
-                event.listen(session.sync_session, "before_flush", _number_new_rows)
-            loaded = await _preload(session, [p.preload for p in batch if p.preload])
-            changes = Changes()
-            for pending in batch:
-                tx = Tx(
-                    session=session,
-                    events=events,
-                    jobs_cache=loaded.jobs,
-                    absent_jobs=loaded.absent_jobs,
-                    batch=changes,
-                )
-                try:
-                    value = await pending.operation(tx)
-                except DomainError as exc:
-                    results.append((False, exc))
-                    continue
-                if tx.changes:
-                    changes.merge(tx.changes)
-                results.append((True, value))
-            announced = await _announce(session, changes)
-        emitted = [event_message(event) for event in events]  # numbered now they are written
-        return results, sorted([*emitted, *announced], key=lambda message: message["seq"])
+        if self._thread is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._thread, self._in_thread, batch)
+        async with self._async_sessions() as session, session.begin():
+            return await session.run_sync(_transaction, batch)
+
+    def _in_thread(self, batch: list[_Pending]) -> Outcome:
+        assert self._turn is not None
+        with self._turn, self._sync_sessions() as session, session.begin():
+            return _transaction(session, batch)
 
     async def _finish(
         self,
@@ -504,3 +500,32 @@ class Writer:
                 await self._publish(messages)
             except Exception:
                 log.exception("publishing %d events failed", len(messages))
+
+
+def _transaction(session: Session, batch: list[_Pending]) -> Outcome:
+    """A batch's operations in the open transaction of `session`, which commits after."""
+    events: list[Event] = []
+    results: list[tuple[bool, Any]] = []
+    _take_turn(session)
+    loaded = _preload(session, [p.preload for p in batch if p.preload])
+    changes = Changes()
+    for pending in batch:
+        tx = Tx(
+            session=session,
+            events=events,
+            jobs_cache=loaded.jobs,
+            absent_jobs=loaded.absent_jobs,
+            batch=changes,
+        )
+        try:
+            value = pending.operation(tx)
+        except DomainError as exc:
+            results.append((False, exc))
+            continue
+        if tx.changes:
+            changes.merge(tx.changes)
+        results.append((True, value))
+    announced = _announce(session, changes)
+    session.flush()
+    emitted = [event_message(event) for event in events]  # numbered now they are written
+    return results, sorted([*emitted, *announced], key=lambda message: message["seq"])

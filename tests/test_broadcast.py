@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,7 @@ import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.util import await_
 from websockets.asyncio.client import ClientConnection, connect
 
 from panoptes.broadcast import (
@@ -315,22 +317,30 @@ async def test_writers_of_two_processes_take_turns(database_url: str) -> None:
     async def publish(messages: list[dict[str, Any]]) -> None:
         pass
 
-    writers = [Writer(make_sessionmaker(engine), publish) for engine in engines[:2]]
+    writers = [Writer(engine, publish) for engine in engines[:2]]
     for writer in writers:
         await writer.start()
-    holding, release = asyncio.Event(), asyncio.Event()
+    # Operations run synchronously: on an SQLite file in the writer's thread, elsewhere in
+    # a greenlet on the event loop (run_sync), where waiting must go through the loop.
+    holding, release = threading.Event(), threading.Event()
 
-    async def hold(tx: Tx) -> int:
+    def wait_for_release() -> None:
+        if asyncio_running():
+            await_(asyncio.to_thread(release.wait, 10))
+        else:
+            release.wait(10)
+
+    def hold(tx: Tx) -> int:
         tx.emit("workflow.updated", None, {"by": "first"})
-        await tx.session.flush()  # it has its seq
+        tx.session.flush()  # it has its seq
         holding.set()
-        await release.wait()
+        wait_for_release()
         return tx.events[-1].seq
 
-    async def look(tx: Tx) -> tuple[int, int]:
-        seen = await tx.session.scalar(select(func.count()).select_from(Event))
+    def look(tx: Tx) -> tuple[int, int]:
+        seen = tx.session.scalar(select(func.count()).select_from(Event))
         tx.emit("workflow.updated", None, {"by": "second"})
-        await tx.session.flush()
+        tx.session.flush()
         return tx.events[-1].seq, seen or 0
 
     async def visible() -> list[int]:
@@ -339,7 +349,7 @@ async def test_writers_of_two_processes_take_turns(database_url: str) -> None:
 
     try:
         first = asyncio.create_task(writers[0].submit(hold))
-        await holding.wait()
+        assert await asyncio.to_thread(holding.wait, 10)
         second = asyncio.create_task(writers[1].submit(look))
         await asyncio.sleep(0.3)
         assert await visible() == [], "the second writer committed during the first's turn"
@@ -353,6 +363,14 @@ async def test_writers_of_two_processes_take_turns(database_url: str) -> None:
             await writer.stop()
         for engine in engines:
             await engine.dispose()
+
+
+def asyncio_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 # ---- the real backends losing their connection

@@ -8,7 +8,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from panoptes.writer import Changes, Tx
 from .conftest import CAPTURES, create_workflow
 from .test_captures import state
 
-Operation = Callable[[Tx], Awaitable[Any]]
+Operation = Callable[[Tx], Any]
 
 
 def service(app: Quart) -> Panoptes:
@@ -44,9 +44,9 @@ async def in_one_batch(
     batches: list[Changes] = []  # held, so that no two can have the same id()
 
     def noting_the_batch(operation: Operation) -> Operation:
-        async def run(tx: Tx) -> Any:
+        def run(tx: Tx) -> Any:
             batches.append(tx.batch)
-            return await operation(tx)
+            return operation(tx)
 
         return run
 
@@ -224,14 +224,14 @@ async def test_a_new_workflow_changed_in_its_batch_is_announced_as_created(
 ):
     registered: list[int] = []
 
-    async def register(tx: Tx) -> None:
-        wf = await ingest.register_workflow(tx, ingest.Registration(name="fresh"), 0)
-        await tx.flush()
+    def register(tx: Tx) -> None:
+        wf = ingest.register_workflow(tx, ingest.Registration(name="fresh"), 0)
+        tx.flush()
         registered.append(wf.id)
 
-    async def progress(tx: Tx) -> None:
+    def progress(tx: Tx) -> None:
         [workflow_id] = registered
-        await applying({"level": "progress", "done": 0, "total": 5}, workflow_id)(tx)
+        applying({"level": "progress", "done": 0, "total": 5}, workflow_id)(tx)
 
     await in_one_batch(app, [register, progress])
     [workflow_id] = registered
@@ -244,14 +244,14 @@ async def test_a_reset_is_not_hidden_by_a_rename_in_the_same_batch(client: Clien
     old = (await create_workflow(client, workflow_id="old"))["id"]
     await service(app).cancel(old)
 
-    async def rename(tx: Tx) -> None:
-        wf = await tx.session.get(Workflow, old)
+    def rename(tx: Tx) -> None:
+        wf = tx.session.get(Workflow, old)
         assert wf is not None
         wf.name = "new"
         tx.changed_workflow(wf, "workflow.renamed")
 
-    async def register_again(tx: Tx) -> int:
-        wf = await ingest.register_workflow(tx, ingest.Registration(name="new"), 0)
+    def register_again(tx: Tx) -> int:
+        wf = ingest.register_workflow(tx, ingest.Registration(name="new"), 0)
         return wf.id
 
     before = await last_seq(app)
@@ -263,9 +263,9 @@ async def test_a_reset_is_not_hidden_by_a_rename_in_the_same_batch(client: Clien
 
 
 async def test_the_same_name_twice_in_one_batch_gives_two_runs(client: Client, app: Quart):
-    async def register(tx: Tx) -> str:
-        wf = await ingest.register_workflow(tx, ingest.Registration(name="twice"), 0)
-        await tx.flush()
+    def register(tx: Tx) -> str:
+        wf = ingest.register_workflow(tx, ingest.Registration(name="twice"), 0)
+        tx.flush()
         return wf.name
 
     first, second = await in_one_batch(app, [register, register])
@@ -282,8 +282,8 @@ async def test_a_reset_drops_what_the_batch_did_to_the_old_run(client: Client, a
         await service(app).writer.submit(applying(message, workflow_id))
     before = await last_seq(app)
 
-    async def register_again(tx: Tx) -> int:
-        wf = await ingest.register_workflow(tx, ingest.Registration(name="again"), 0)
+    def register_again(tx: Tx) -> int:
+        wf = ingest.register_workflow(tx, ingest.Registration(name="again"), 0)
         return wf.id
 
     _, reused, _ = await in_one_batch(
@@ -310,9 +310,9 @@ async def test_a_workflow_deleted_in_a_batch_is_only_announced_deleted(client: C
     await panoptes.cancel(workflow_id)
     before = await last_seq(app)
 
-    async def delete_it(tx: Tx) -> None:
-        wf = await panoptes._existing(tx, workflow_id)
-        await panoptes._remove(tx, [wf])
+    def delete_it(tx: Tx) -> None:
+        wf = panoptes._existing(tx, workflow_id)
+        panoptes._remove(tx, [wf])
 
     results = await in_one_batch(
         app,
@@ -355,7 +355,7 @@ async def test_a_refused_operation_costs_the_batch_nothing(client: Client, app: 
 async def test_an_unexpected_failure_costs_only_its_own_operation(client: Client, app: Quart):
     workflow_id = (await create_workflow(client))["id"]
 
-    async def broken(tx: Tx) -> None:
+    def broken(tx: Tx) -> None:
         raise RuntimeError("disk on fire")
 
     results = await in_one_batch(
