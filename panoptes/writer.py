@@ -4,8 +4,8 @@ Callers `submit` an operation (a plain function of a `Tx`) and wait for its resu
 is returned only after the transaction holding it has committed: an acknowledged event is
 on disk. Operations queued while a commit is in flight are committed together (group
 commit), which is what makes SQLite ingest fast. A batch runs synchronously from start to
-commit; on an SQLite file, in a thread of its own (see Writer). After each commit the events the batch
-recorded are handed, in sequence order, to `publish` (the broadcast hub).
+commit; on an SQLite file, in a thread of its own (see Writer). After each commit the
+events the batch recorded are handed, in sequence order, to `publish` (the broadcast hub).
 
 Operations mark what they change (`Tx.changed_workflow`, `Tx.changed_job`); the batch turns
 that into events once, at its end: one event per changed object carrying its final state,
