@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from panoptes import __version__
 from panoptes.config import Config
 from panoptes.models import Event, Job, Workflow
+from panoptes.routes import pages
 from panoptes.service import Panoptes
 
 from .conftest import create_workflow, form_body, post_event
@@ -606,6 +607,33 @@ async def test_delete_all(client: Client, app: Quart):
     assert await count_rows(app, Job) == 0
     assert await count_rows(app, Workflow) == 0
     assert (await call(client, "DELETE", "/api/workflows/all", 200))["deleted"] == 0
+
+
+# --------------------------------------------------------------------------- pages
+
+
+async def test_workflow_page_shows_one_page_of_the_filtered_jobs(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(pages, "JOBS_PER_PAGE", 4)
+    workflow_id = (await create_workflow(client))["id"]
+    for jobid in range(10):
+        await send(client, workflow_id, {"level": "job_info", "jobid": jobid, "name": "r"})
+    await send(client, workflow_id, {"level": "job_finished", "jobid": 5})
+
+    async def rows(query: str) -> list[str]:
+        response = await client.get(f"/workflow/{workflow_id}?{query}")
+        assert response.status_code == 200
+        return re.findall(r'<tr data-jobid="(\d+)"', await response.get_data(as_text=True))
+
+    assert await rows("") == ["0", "1", "2", "3"]
+    assert await rows("offset=8") == ["8", "9"]
+    assert await rows("status=Running&offset=4") == ["4", "6", "7", "8"]
+    assert await rows("status=Done") == ["5"]
+    assert await rows("rule=other") == []
+    for query in ("status=Finished", "offset=-1", "offset=x", "rule=a%00b"):
+        response = await client.get(f"/workflow/{workflow_id}?{query}")
+        assert response.status_code == 400, query
 
 
 # --------------------------------------------------------------------------- routing errors

@@ -14,7 +14,7 @@ bp = Blueprint("pages", __name__)
 bp.url_value_preprocessor(ids_in_range)
 
 PAGE_SIZE = 200
-MAX_JOBS_SHOWN = 5000
+JOBS_PER_PAGE = 200
 
 
 async def _page(template: str, **context: object) -> Response:
@@ -70,6 +70,14 @@ async def _workflow(session: AsyncSession, workflow_id: int) -> dict[str, object
 
 @bp.get("/workflow/<int:workflow_id>")
 async def workflow_page(workflow_id: int) -> Response:
+    """One page of the workflow's jobs (JOBS_PER_PAGE, in the order they started), so the page
+    costs the same for a run of ten jobs and one of a hundred thousand; ?status= and ?rule=
+    filter them, ?offset= pages through them."""
+    status = request.args.get("status") or None
+    if status is not None and status not in {s.value for s in JobStatus}:
+        raise BadRequest(f"unknown job status {status!r}")
+    rule = no_nul(request.args.get("rule") or "", "'rule'") or None
+    offset = int_arg("offset", 0)
     app = panoptes()
     await app.sweep_if_due()
     async with app.sessions() as session:
@@ -78,7 +86,11 @@ async def workflow_page(workflow_id: int) -> Response:
         workflow = await _workflow(session, workflow_id)
         rules = await queries.rule_progress(session, workflow_id)
         jobs, count = await queries.list_jobs(
-            session, workflow_id, queries.Page(limit=MAX_JOBS_SHOWN)
+            session,
+            workflow_id,
+            queries.Page(limit=JOBS_PER_PAGE, offset=offset),
+            [status] if status else None,
+            [rule] if rule else None,
         )
     return await _page(
         "workflow.html",
@@ -88,6 +100,10 @@ async def workflow_page(workflow_id: int) -> Response:
         jobs=[job_view(job) for job in jobs],
         job_count=count,
         job_statuses=[s.value for s in JobStatus],
+        filter_status=status or "",
+        filter_rule=rule or "",
+        offset=offset,
+        page_size=JOBS_PER_PAGE,
     )
 
 

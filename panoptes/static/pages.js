@@ -317,46 +317,81 @@
     const rulesTable = document.getElementById("rules");
     const rulesBody = rulesTable.querySelector("tbody");
     const filters = document.getElementById("job-filters");
+    const jobsTable = document.getElementById("jobs");
+    const pager = document.getElementById("job-pager");
+    // The page shows one page of the jobs that match its filters (server-side paging, in
+    // the order the jobs started); `jobs` holds those on it.
+    const offset = Number(jobsTable.dataset.offset);
+    const pageSize = Number(jobsTable.dataset.pageSize);
+    const statusFilter = jobsTable.dataset.filterStatus;
+    const ruleFilter = jobsTable.dataset.filterRule;
     const jobs = new Map(JSON.parse(document.getElementById("initial-jobs").textContent)
       .map((j) => [j.jobid, j]));
+    // Every rule's counts, kept current by rule.updated: how many jobs match the filters.
+    const rules = new Map(JSON.parse(document.getElementById("initial-rules").textContent)
+      .map((r) => [r.rule, r]));
 
-    function applyFilters() {
-      const status = filters.elements.status.value;
-      const rule = filters.elements.rule.value;
-      let shown = 0;
-      for (const row of jobsBody.rows) {
-        const visible = (!status || row.dataset.status === status) &&
-          (!rule || row.dataset.rule === rule);
-        row.hidden = !visible;
-        if (visible) shown += 1;
-      }
-      document.getElementById("job-count").textContent =
-        shown === jobsBody.rows.length ? String(shown) : shown + " of " + jobsBody.rows.length;
+    filters.querySelector('[data-action="filter"]').hidden = true;
+    filters.addEventListener("change", () => filters.requestSubmit());
+
+    function matches(job) {
+      return (!statusFilter || job.status === statusFilter) &&
+        (!ruleFilter || (job.rule || "") === ruleFilter);
     }
-    filters.addEventListener("change", applyFilters);
+
+    function matchingCount() {
+      let count = 0;
+      for (const r of rules.values()) {
+        if (ruleFilter && r.rule !== ruleFilter) continue;
+        count += statusFilter ? r[statusFilter.toLowerCase()] || 0 : r.total;
+      }
+      return count;
+    }
+
+    function updatePager() {
+      const count = matchingCount();
+      const shown = jobsBody.rows.length;
+      document.getElementById("job-count").textContent = String(count);
+      pager.querySelector('[data-pager="range"]').textContent =
+        shown ? (offset + 1) + "\u2013" + (offset + shown) + " of " + count : "";
+      pager.querySelector('[data-pager="previous"]').hidden = offset === 0;
+      pager.querySelector('[data-pager="next"]').hidden = offset + pageSize >= count;
+    }
 
     function addRuleOption(rule) {
       const select = filters.elements.rule;
-      if (Array.from(select.options).some((o) => o.value === rule)) return;
+      if (!rule || Array.from(select.options).some((o) => o.value === rule)) return;
       const option = document.createElement("option");
       option.value = rule;
-      option.textContent = rule || "(unnamed)";
+      option.textContent = rule;
       select.appendChild(option);
     }
 
     function upsertJob(job) {
-      jobs.set(job.jobid, job);
+      addRuleOption(job.rule || "");
       let row = jobsBody.querySelector('tr[data-jobid="' + job.jobid + '"]');
+      if (!matches(job)) {
+        // It left this filter (a Running job finished, say): the count follows with the
+        // rule's counts.
+        if (row) row.remove();
+        jobs.delete(job.jobid);
+        scheduleTimeline();
+        return;
+      }
       if (!row) {
+        // A job new to this view goes at the end, if this page is the last one and has
+        // room; otherwise it is on a later page, which the pager now offers.
+        const throughTheEnd = offset + jobsBody.rows.length >= matchingCount();
+        if (!throughTheEnd || jobsBody.rows.length >= pageSize) return;
         row = cloneTemplate("job-row-template");
         jobsBody.appendChild(row);
       }
+      jobs.set(job.jobid, job);
       row.dataset.jobid = job.jobid;
       row.dataset.rule = job.rule || "";
       fill(row, job);
       row.querySelector('a[data-field="jobid"]').href = "/workflow/" + workflowId + "/job/" + job.jobid;
-      addRuleOption(job.rule || "");
-      applyFilters();
+      updatePager();
       scheduleTimeline();
     }
 
@@ -369,13 +404,16 @@
         rulesBody.insertBefore(row, after || null);
       }
       if (rule.total === 0) {
+        rules.delete(rule.rule);
         row.remove();
       } else {
+        rules.set(rule.rule, rule);
         fill(row, rule);
         setBar(row.querySelector("svg.bar"), rule.done, rule.total, rule.running, rule.error);
       }
       rulesTable.hidden = rulesBody.rows.length === 0;
       document.getElementById("rules-empty").hidden = rulesBody.rows.length > 0;
+      updatePager();
     }
 
     function updateWorkflow(wf) {
@@ -406,8 +444,10 @@
       }
       if (event.type === "workflow.reset") {
         jobs.clear();
+        rules.clear();
         jobsBody.textContent = "";
         rulesBody.textContent = "";
+        updatePager();
         scheduleTimeline();
       }
       updateWorkflow(event.workflow);

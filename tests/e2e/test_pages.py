@@ -7,6 +7,7 @@ the navigation count prove the page was never reloaded. Screenshots go to test-a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -364,7 +365,12 @@ async def test_user_supplied_text_is_shown_as_text_never_run(
     )
     for name, page in pages.items():
         assert await page.evaluate("window.__xss") is None, f"script ran on the {name} page"
-        assert await page.locator("main script:not(#initial-jobs), main img").count() == 0, name
+        assert (
+            await page.locator(
+                "main script:not(#initial-jobs):not(#initial-rules), main img"
+            ).count()
+            == 0
+        ), name
         await screenshot(page, f"xss-{name}")
     assert errors == []
 
@@ -426,3 +432,156 @@ async def test_embed_example_follows_workflows_from_another_origin(
             assert errors == []
     finally:
         panoptes.stop()
+
+
+# ---- a real Snakemake run, watched in the browser
+
+SLOW_SNAKEFILE = """
+SAMPLES = ["a", "b", "c"]
+
+rule all:
+    input: expand("out/{s}.txt", s=SAMPLES)
+
+rule work:
+    output: "out/{s}.txt"
+    shell: "sleep 1 && echo {wildcards.s} > {output}"
+"""
+
+
+async def test_pages_follow_a_real_snakemake_run(
+    browser: Browser,
+    server: LiveServer,
+    api: httpx.AsyncClient,
+    clean: None,
+    sm9_bin: Path,
+    tmp_path: Path,
+) -> None:
+    """Snakemake 9 with the panoptes plugin, three one-second jobs: the dashboard, opened
+    before the run, and the workflow page, opened while it runs, follow it to Done."""
+    (tmp_path / "Snakefile").write_text(SLOW_SNAKEFILE)
+    errors: list[str] = []
+    dashboard = await open_page(browser, server.url + "/", errors)
+    await expect(dashboard.locator("#empty-state")).to_be_visible()
+    snakemake = await asyncio.create_subprocess_exec(
+        str(sm9_bin),
+        "--cores",
+        "1",
+        "--logger",
+        "panoptes",
+        "--logger-panoptes-address",
+        server.url,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        row = dashboard.locator("#workflows tbody tr").first
+        await expect(row.locator("[data-status]")).to_have_text("Running", timeout=30_000)
+        workflow_id = await row.get_attribute("data-workflow-id")
+        workflow = await open_page(browser, f"{server.url}/workflow/{workflow_id}", errors)
+        header = workflow.locator("#workflow")
+        await expect(header.locator("[data-status]")).to_have_text("Running")
+        await screenshot(workflow, "real-run-running")
+
+        await expect(header.locator("[data-status]")).to_have_text("Done", timeout=30_000)
+        await expect(header.locator('[data-field="progress"]')).to_have_text("4 / 4")
+        jobs = workflow.locator("#jobs tbody tr")
+        await expect(jobs).to_have_count(4)
+        for status in await jobs.locator("[data-status]").all_text_contents():
+            assert status == "Done"
+        await expect(
+            workflow.locator('#rules tr[data-rule="work"] [data-field="done"]')
+        ).to_have_text("3")
+        await expect(row.locator("[data-status]")).to_have_text("Done")
+        await expect(row.locator('[data-field="progress"]')).to_have_text("4 / 4")
+        for page in (dashboard, workflow):
+            await assert_never_reloaded(page)
+        await screenshot(workflow, "real-run-done")
+    finally:
+        output, _ = await snakemake.communicate()
+    assert snakemake.returncode == 0, output.decode(errors="replace")
+    assert errors == []
+
+
+# ---- a workflow with more jobs than one page holds
+
+
+async def live_marked(page: Page) -> None:
+    """After a navigation the user asked for: live again, and marked against reloads."""
+    await expect(page.locator("#live-indicator")).to_have_text("live", timeout=TIMEOUT_MS)
+    await page.evaluate("window.__loadedOnce = true")
+
+
+async def test_many_jobs_are_paged_filtered_on_the_server_and_stay_live(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    workflow_id = (await api.get("/create_workflow")).json()["id"]
+
+    async def post(msg: dict[str, Any]) -> None:
+        response = await api.post(
+            "/update_workflow_status",
+            content=form_body(workflow_id, msg),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 200, response.text
+
+    def info(jobid: int) -> dict[str, Any]:
+        rule = "even" if jobid % 2 == 0 else "odd"
+        return {"level": "job_info", "jobid": jobid, "name": rule, "wildcards": {"n": jobid}}
+
+    for jobid in range(250):
+        await post(info(jobid))
+    for jobid in range(10):
+        await post({"level": "job_finished", "jobid": jobid})
+
+    errors: list[str] = []
+    page = await open_page(browser, f"{server.url}/workflow/{workflow_id}", errors)
+    rows = page.locator("#jobs tbody tr")
+    pager = page.locator("#job-pager")
+    await expect(rows).to_have_count(200)
+    await expect(page.locator("#job-count")).to_have_text("250")
+    await expect(pager.locator('[data-pager="range"]')).to_have_text("1\u2013200 of 250")
+    await expect(pager.locator('[data-pager="previous"]')).to_be_hidden()
+
+    # A new job belongs on the last page: here only the count and the pager move.
+    await post(info(250))
+    await expect(page.locator("#job-count")).to_have_text("251")
+    await expect(pager.locator('[data-pager="range"]')).to_have_text("1\u2013200 of 251")
+    await expect(rows).to_have_count(200)
+    await assert_never_reloaded(page)
+
+    await pager.locator('[data-pager="next"]').click()
+    await page.wait_for_url("**offset=200**")
+    await live_marked(page)
+    await expect(rows).to_have_count(51)
+    await expect(pager.locator('[data-pager="next"]')).to_be_hidden()
+    # On the last page a new job is added live, and changes show in place.
+    await post(info(251))
+    await expect(rows).to_have_count(52)
+    await expect(pager.locator('[data-pager="range"]')).to_have_text("201\u2013252 of 252")
+    await post({"level": "job_finished", "jobid": 251})
+    await expect(page.locator('#jobs tr[data-jobid="251"] [data-status]')).to_have_text("Done")
+    await assert_never_reloaded(page)
+    await screenshot(page, "workflow-paged")
+
+    # Filtering goes to the server: Running jobs only, then one of them finishes.
+    await page.select_option('#job-filters select[name="status"]', "Running")
+    await page.wait_for_url("**status=Running**")
+    await live_marked(page)
+    await expect(page.locator("#job-count")).to_have_text("241")  # 252 - 11 finished
+    await expect(rows).to_have_count(200)
+    for status in set(await rows.locator("[data-status]").all_text_contents()):
+        assert status == "Running"
+    await expect(page.locator('#jobs tr[data-jobid="20"]')).to_have_count(1)
+    await post({"level": "job_finished", "jobid": 20})
+    await expect(page.locator('#jobs tr[data-jobid="20"]')).to_have_count(0)
+    await expect(page.locator("#job-count")).to_have_text("240")
+    await assert_never_reloaded(page)
+
+    await page.goto(f"{server.url}/workflow/{workflow_id}?rule=odd&status=Running")
+    await live_marked(page)
+    await expect(page.locator("#job-count")).to_have_text("120")  # odd 11..249 minus 251
+    await expect(rows).to_have_count(120)
+    for rule in set(await rows.locator('[data-field="rule"]').all_text_contents()):
+        assert rule == "odd"
+    assert errors == []
