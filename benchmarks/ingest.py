@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import resource
 import shutil
@@ -116,7 +115,7 @@ class Result:
     rss_mb: float
     problems: list[str]
     server_cpu: float  # seconds, all server processes, during the load
-    client_cpu: float  # seconds, the load generator (nan: it ran in this process)
+    client_cpu: float  # seconds, the load generator (this process's, for --client python)
 
     def row(self) -> str:
         lat = sorted(self.latencies)
@@ -227,13 +226,16 @@ async def register(server: Server, count: int) -> list[int]:
 def load(server: Server, args: argparse.Namespace, concurrency: int, folder: Path) -> Result:
     ids = asyncio.run(register(server, args.workflows * args.rounds))
     work = units(ids, args.jobs)
-    server_cpu, client_cpu = server.cpu_seconds(), children_cpu_seconds()
+    server_cpu = server.cpu_seconds()
     if args.client == "rust":
+        client_cpu = children_cpu_seconds()
         sent = send_with_loadgen(server.port, concurrency, work, folder)
+        client_cpu = children_cpu_seconds() - client_cpu
     else:
+        client_cpu = time.process_time()
         sent = asyncio.run(send_with_asyncio(server.port, concurrency, work))
+        client_cpu = time.process_time() - client_cpu
     server_cpu = server.cpu_seconds() - server_cpu
-    client_cpu = children_cpu_seconds() - client_cpu
     if sent.first_error:
         print(f"first refused request: {sent.first_error[:300]}", file=sys.stderr)
     problems = asyncio.run(verify(server, ids, args.jobs))
@@ -246,7 +248,7 @@ def load(server: Server, args: argparse.Namespace, concurrency: int, folder: Pat
         server.rss_mib(),
         problems,
         server_cpu,
-        client_cpu if args.client == "rust" else math.nan,
+        client_cpu,
     )
 
 
