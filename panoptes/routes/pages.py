@@ -14,7 +14,7 @@ bp = Blueprint("pages", __name__)
 bp.url_value_preprocessor(ids_in_range)
 
 PAGE_SIZE = 200
-JOBS_PER_PAGE = 200
+JOBS_PER_PAGE = 100
 
 
 async def _page(template: str, **context: object) -> Response:

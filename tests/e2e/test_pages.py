@@ -529,7 +529,7 @@ async def test_many_jobs_are_paged_filtered_on_the_server_and_stay_live(
         rule = "even" if jobid % 2 == 0 else "odd"
         return {"level": "job_info", "jobid": jobid, "name": rule, "wildcards": {"n": jobid}}
 
-    for jobid in range(250):
+    for jobid in range(150):
         await post(info(jobid))
     for jobid in range(10):
         await post({"level": "job_finished", "jobid": jobid})
@@ -538,29 +538,29 @@ async def test_many_jobs_are_paged_filtered_on_the_server_and_stay_live(
     page = await open_page(browser, f"{server.url}/workflow/{workflow_id}", errors)
     rows = page.locator("#jobs tbody tr")
     pager = page.locator("#job-pager")
-    await expect(rows).to_have_count(200)
-    await expect(page.locator("#job-count")).to_have_text("250")
-    await expect(pager.locator('[data-pager="range"]')).to_have_text("1\u2013200 of 250")
+    await expect(rows).to_have_count(100)  # pages.JOBS_PER_PAGE
+    await expect(page.locator("#job-count")).to_have_text("150")
+    await expect(pager.locator('[data-pager="range"]')).to_have_text("1\u2013100 of 150")
     await expect(pager.locator('[data-pager="previous"]')).to_be_hidden()
 
     # A new job belongs on the last page: here only the count and the pager move.
-    await post(info(250))
-    await expect(page.locator("#job-count")).to_have_text("251")
-    await expect(pager.locator('[data-pager="range"]')).to_have_text("1\u2013200 of 251")
-    await expect(rows).to_have_count(200)
+    await post(info(150))
+    await expect(page.locator("#job-count")).to_have_text("151")
+    await expect(pager.locator('[data-pager="range"]')).to_have_text("1\u2013100 of 151")
+    await expect(rows).to_have_count(100)
     await assert_never_reloaded(page)
 
     await pager.locator('[data-pager="next"]').click()
-    await page.wait_for_url("**offset=200**")
+    await page.wait_for_url("**offset=100**")
     await live_marked(page)
     await expect(rows).to_have_count(51)
     await expect(pager.locator('[data-pager="next"]')).to_be_hidden()
     # On the last page a new job is added live, and changes show in place.
-    await post(info(251))
+    await post(info(151))
     await expect(rows).to_have_count(52)
-    await expect(pager.locator('[data-pager="range"]')).to_have_text("201\u2013252 of 252")
-    await post({"level": "job_finished", "jobid": 251})
-    await expect(page.locator('#jobs tr[data-jobid="251"] [data-status]')).to_have_text("Done")
+    await expect(pager.locator('[data-pager="range"]')).to_have_text("101\u2013152 of 152")
+    await post({"level": "job_finished", "jobid": 151})
+    await expect(page.locator('#jobs tr[data-jobid="151"] [data-status]')).to_have_text("Done")
     await assert_never_reloaded(page)
     await screenshot(page, "workflow-paged")
 
@@ -568,20 +568,20 @@ async def test_many_jobs_are_paged_filtered_on_the_server_and_stay_live(
     await page.select_option('#job-filters select[name="status"]', "Running")
     await page.wait_for_url("**status=Running**")
     await live_marked(page)
-    await expect(page.locator("#job-count")).to_have_text("241")  # 252 - 11 finished
-    await expect(rows).to_have_count(200)
+    await expect(page.locator("#job-count")).to_have_text("141")  # 152 - 11 finished
+    await expect(rows).to_have_count(100)
     for status in set(await rows.locator("[data-status]").all_text_contents()):
         assert status == "Running"
     await expect(page.locator('#jobs tr[data-jobid="20"]')).to_have_count(1)
     await post({"level": "job_finished", "jobid": 20})
     await expect(page.locator('#jobs tr[data-jobid="20"]')).to_have_count(0)
-    await expect(page.locator("#job-count")).to_have_text("240")
+    await expect(page.locator("#job-count")).to_have_text("140")
     await assert_never_reloaded(page)
 
     await page.goto(f"{server.url}/workflow/{workflow_id}?rule=odd&status=Running")
     await live_marked(page)
-    await expect(page.locator("#job-count")).to_have_text("120")  # odd 11..249 minus 251
-    await expect(rows).to_have_count(120)
+    await expect(page.locator("#job-count")).to_have_text("70")  # odd 11..149
+    await expect(rows).to_have_count(70)
     for rule in set(await rows.locator('[data-field="rule"]').all_text_contents()):
         assert rule == "odd"
     assert errors == []
