@@ -145,6 +145,23 @@ async def test_reconnect_with_since_gets_exactly_the_missed_events(
         assert live["type"] == "job.updated" and live["job"]["status"] == "Done"
 
 
+async def test_since_beyond_the_servers_log_goes_on_from_the_present(
+    server: LiveServer, http: httpx.AsyncClient
+):
+    """A client that saw seq 1000 of a database since replaced (this one is at a handful):
+    it is told by hello's lower seq, and gets every event from now on, none skipped."""
+    workflow_id = await create(http)
+    await send(http, workflow_id, {"level": "job_info", "jobid": 1, "name": "a"})
+    head = max(seq for seq, _ in stored_events(server, workflow_id))
+    async with connect(ws_url(server, f"/ws/workflow/{workflow_id}?since={head + 1000}")) as ws:
+        hello = await next_event(ws)
+        assert (hello["type"], hello["seq"]) == ("hello", head)
+        await send(http, workflow_id, {"level": "job_finished", "jobid": 1})
+        live = await next_event(ws)
+        assert live["seq"] == head + 1
+        assert live["type"] == "job.updated" and live["job"]["status"] == "Done"
+
+
 def _tiny_receive_buffer() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

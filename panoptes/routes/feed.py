@@ -105,7 +105,11 @@ async def _serve(workflow_id: int | None) -> None:
         await websocket.accept()
         async with app.sessions() as session:
             head = await queries.last_seq(session)
-        stream = _Stream(workflow_id, head if since is None else since)
+        # A since above the newest stored seq comes from another database (this one was
+        # replaced or reset): nothing numbered at or below it here is what the client saw.
+        # Continue from the present, so it gets what comes next; the hello, whose seq is
+        # below its since, tells it to drop what it holds (docs/feed.md).
+        stream = _Stream(workflow_id, head if since is None or since > head else since)
         await _send(
             {"type": "hello", "seq": head, "workflow_id": workflow_id, "version": __version__}
         )

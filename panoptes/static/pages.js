@@ -135,6 +135,8 @@
     };
     feed.on("open", () => set("live"));
     feed.on("close", () => set("reconnecting"));
+    // The server came back with another database: this page shows the old one's state.
+    feed.on("reset", () => window.location.reload());
   }
 
   async function call(method, url, payload) {

@@ -14,7 +14,8 @@
  * Event names: every message "type" (workflow.created, workflow.updated, workflow.reset,
  * workflow.renamed, workflow.cancelled, workflow.deleted, job.updated, rule.updated),
  * a prefix with ".*", "*" for all of them, and the connection events "open", "close",
- * "hello" and "resync".
+ * "hello", "resync" and "reset" (the server's database was replaced since the last
+ * connection: what the page shows is from the old one; start over).
  */
 (function (root) {
   "use strict";
@@ -97,6 +98,14 @@
           return;
         }
         if (event.type === "hello") {
+          if (this.seq != null && event.seq < this.seq) {
+            // The server's log is behind what we saw: its database was replaced. It goes
+            // on from its newest seq; what we hold came from the old database.
+            this.seq = event.seq;
+            this.emit("hello", event);
+            this.emit("reset", event);
+            return;
+          }
           if (this.seq == null) this.seq = event.seq;
           this.emit("hello", event);
           return;

@@ -585,3 +585,34 @@ async def test_many_jobs_are_paged_filtered_on_the_server_and_stay_live(
     for rule in set(await rows.locator('[data-field="rule"]').all_text_contents()):
         assert rule == "odd"
     assert errors == []
+
+
+async def test_a_page_starts_over_when_the_server_comes_back_with_another_database(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The scientist deletes .panoptes.db and restarts panoptes while a tab is open: the tab
+    reconnects with a seq the new database has not reached, and reloads instead of showing
+    the old state and missing what comes next."""
+    port = free_port()
+    errors: list[str] = []
+    first = LiveServer(db=tmp_path / "first.db", port=port).start()
+    try:
+        async with httpx.AsyncClient(base_url=first.url, timeout=10) as http:
+            for name in ("old-1", "old-2", "old-3"):
+                await http.get("/create_workflow", params={"workflow_id": name})
+        page = await open_page(browser, first.url + "/", errors)
+        await expect(page.locator("#workflows tbody tr")).to_have_count(3)
+    finally:
+        first.stop()
+    second = LiveServer(db=tmp_path / "second.db", port=port).start()
+    try:
+        async with httpx.AsyncClient(base_url=second.url, timeout=10) as http:
+            await http.get("/create_workflow", params={"workflow_id": "new"})
+        rows = page.locator("#workflows tbody tr")
+        await expect(rows).to_have_count(1, timeout=30_000)
+        await expect(rows.locator('[data-field="name"]')).to_have_text("new")
+        assert await page.evaluate("window.__loadedOnce") is None, "the page did not reload"
+        await expect(page.locator("#live-indicator")).to_have_text("live")
+    finally:
+        second.stop()
+    assert [e for e in errors if "WebSocket" not in e] == []
