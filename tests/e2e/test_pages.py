@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,15 +135,18 @@ class Replay:
             response = await self.api.request(request["method"], request["path"])
             assert response.status_code < 300
             return None
-        msg = request["msg_json"]
-        response = await self.api.post(
-            "/update_workflow_status",
-            content=form_body(self.workflow_id, msg),
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        assert response.status_code == 200, response.text
-        result: dict[str, Any] = msg
-        return result
+        msg: dict[str, Any] = request["msg_json"]
+        await post_message(self.api, self.workflow_id, msg)
+        return msg
+
+
+async def post_message(api: httpx.AsyncClient, workflow_id: int, msg: dict[str, Any]) -> None:
+    response = await api.post(
+        "/update_workflow_status",
+        content=form_body(workflow_id, msg),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
 
 
 def first_job_done(msg: dict[str, Any]) -> bool:
@@ -312,13 +315,8 @@ async def test_user_supplied_text_is_shown_as_text_never_run(
         await api.put(f"/api/workflow/{workflow_id}", json={"name": "wf " + HOSTILE})
     ).is_success
 
-    async def post(msg: dict[str, Any]) -> None:
-        response = await api.post(
-            "/update_workflow_status",
-            content=form_body(workflow_id, msg),
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        assert response.status_code == 200, response.text
+    def post(msg: dict[str, Any]) -> Awaitable[None]:
+        return post_message(api, workflow_id, msg)
 
     hostile_job = {
         "level": "job_info",
@@ -517,13 +515,8 @@ async def test_many_jobs_are_paged_filtered_on_the_server_and_stay_live(
 ) -> None:
     workflow_id = (await api.get("/create_workflow")).json()["id"]
 
-    async def post(msg: dict[str, Any]) -> None:
-        response = await api.post(
-            "/update_workflow_status",
-            content=form_body(workflow_id, msg),
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        assert response.status_code == 200, response.text
+    def post(msg: dict[str, Any]) -> Awaitable[None]:
+        return post_message(api, workflow_id, msg)
 
     def info(jobid: int) -> dict[str, Any]:
         rule = "even" if jobid % 2 == 0 else "odd"
