@@ -28,11 +28,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 import httpx
 from server import Server
 
@@ -292,11 +296,37 @@ def run(
     args: argparse.Namespace, env: dict[str, str], concurrency: int, folder: Path, workers: int = 1
 ) -> Result:
     db = folder / f"ingest-{len(list(folder.iterdir()))}.db"
-    server = Server(db=db, env=env, workers=workers).start()
+    with database(args.postgres) as db_url:
+        server = Server(db=db, env=env, workers=workers, db_url=db_url).start()
+        try:
+            return load(server, args, concurrency, folder)
+        finally:
+            server.stop()
+
+
+@contextmanager
+def database(postgres: str | None) -> Iterator[str | None]:
+    """None: a fresh SQLite file per run; with --postgres, a throwaway database there."""
+    if postgres is None:
+        yield None
+        return
+    name = f"panoptes_bench_{uuid.uuid4().hex[:12]}"
+    admin(postgres, f"CREATE DATABASE {name}")
     try:
-        return load(server, args, concurrency, folder)
+        yield f"{postgres.rstrip('/')}/{name}"
     finally:
-        server.stop()
+        admin(postgres, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def admin(postgres: str, statement: str) -> None:
+    async def run() -> None:
+        connection = await asyncpg.connect(f"{postgres.rstrip('/')}/postgres")
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
 
 
 def build_loadgen() -> None:
@@ -330,6 +360,12 @@ def main() -> int:
         default="rust" if shutil.which("cargo") else "python",
         help="the load generator: benchmarks/loadgen (default when cargo is here) or asyncio",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run on PostgreSQL instead of SQLite: a server URL such as "
+        "postgresql://postgres@127.0.0.1:5432 (a database is made and dropped per run)",
+    )
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
@@ -339,7 +375,7 @@ def main() -> int:
     print(
         f"panoptes ingest benchmark: {args.workflows} workflows x {args.jobs} jobs x "
         f"{args.rounds} rounds, 3 messages per job; {os.cpu_count()} CPUs; "
-        f"client: {args.client}"
+        f"client: {args.client}; database: {'PostgreSQL' if args.postgres else 'SQLite'}"
     )
     header = f"{'server':<34} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
     header += f"{'max ms':>8} {'errors':>6} {'RSS MB':>7} {'srv us':>7} {'cli us':>7}  check"

@@ -36,6 +36,8 @@ class Server:
     # More than one: Hypercorn's own worker processes (`hypercorn --workers N`), which share
     # live events through PANOPTES_BROADCAST_URL, as README's "Several processes" shows.
     workers: int = 1
+    # Another database than the SQLite file `db` (whose name then only places the log).
+    db_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,13 +51,14 @@ class Server:
 
     def start(self, timeout: float = 60.0) -> Server:
         log = self.db.with_suffix(".log").open("ab")
-        command = [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", str(self.db)]
+        database = self.db_url or str(self.db)
+        command = [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", database]
         env = {**os.environ, **self.env}
         if self.workers > 1:
             command = [sys.executable, "-m", "hypercorn", "--workers", str(self.workers)]
             command += ["--worker-class", "uvloop", "--backlog", "2048"]
             command += ["--bind", f"127.0.0.1:{self.port}", "panoptes.app:create_app()"]
-            env["PANOPTES_DB_URL"] = str(self.db)
+            env["PANOPTES_DB_URL"] = database
         self.process = subprocess.Popen(
             command,
             env=env,
