@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 from panoptes import __version__
 from panoptes.config import Config
 from panoptes.models import Event, Job, Workflow
-from panoptes.routes import pages
+from panoptes.routes import pages, wms
 from panoptes.service import Panoptes
 
 from .conftest import create_workflow, form_body, post_event
@@ -841,6 +842,61 @@ async def test_update_for_an_unknown_workflow_is_refused_without_touching_others
     assert await snapshot(client, workflow_id) == before
     assert await count_rows(app, Event) == events
     assert await count_rows(app, Job, Job.workflow_id == 999) == 0
+
+
+async def asgi_post(app: Quart, receive: Any) -> tuple[int, dict[str, Any]]:
+    """POST /update_workflow_status straight through the app's ASGI stack."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/update_workflow_status",
+        "raw_path": b"/update_workflow_status",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 5555),
+    }
+    await app.asgi_app(scope, receive, send)
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+async def test_an_update_whose_body_stops_arriving_is_408(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(wms, "BODY_TIMEOUT_SECONDS", 0.2)
+    parts = [{"type": "http.request", "body": b"id=1&msg=", "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if parts:
+            return parts.pop()
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError("unreachable")
+
+    status, body = await asgi_post(app, receive)
+    assert status == 408
+    assert_error(body, "request timeout")
+
+
+async def test_an_update_whose_client_goes_away_stores_nothing(app: Quart, client: Client):
+    workflow_id = (await create_workflow(client))["id"]
+    before = await count_rows(app, Event)
+    # A whole message has arrived, but the client said more was coming, then went away.
+    whole = form_body(workflow_id, {"level": "job_info", "jobid": 1, "name": "a"}).encode()
+    parts = [
+        {"type": "http.disconnect"},
+        {"type": "http.request", "body": whole, "more_body": True},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return parts.pop()
+
+    status, _ = await asgi_post(app, receive)
+    assert status == 400
+    assert await count_rows(app, Event) == before
 
 
 async def test_oversized_update_is_413(client: Client, config: Config):

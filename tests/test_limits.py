@@ -81,6 +81,27 @@ def test_request_bodies_over_the_limit_get_413(server: LiveServer) -> None:
     assert "2048" in response.json()["detail"]
 
 
+def test_a_streamed_body_over_the_limit_gets_413_and_nothing_is_stored(server: LiveServer) -> None:
+    """Chunked, so without a Content-Length: the endpoint counts as the body arrives."""
+    workflow_id = httpx.get(server.url + "/create_workflow").json()["id"]
+    message = json.dumps({"level": "job_info", "jobid": 1, "name": "x" * 3000})
+
+    def chunks() -> Iterator[bytes]:
+        body = f"id={workflow_id}&msg={message}".encode()
+        for start in range(0, len(body), 512):
+            yield body[start : start + 512]
+
+    response = httpx.post(
+        server.url + "/update_workflow_status",
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "request entity too large"
+    jobs = httpx.get(f"{server.url}/api/workflow/{workflow_id}/jobs").json()["jobs"]
+    assert jobs == []
+
+
 @pytest.mark.parametrize(("setting", "compressed"), [(None, False), ("1", True)])
 async def test_feed_compression_is_off_unless_asked_for(
     tmp_path: Path, setting: str | None, compressed: bool
