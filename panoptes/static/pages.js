@@ -358,6 +358,9 @@
         shown ? (offset + 1) + "\u2013" + (offset + shown) + " of " + count : "";
       pager.querySelector('[data-pager="previous"]').hidden = offset === 0;
       pager.querySelector('[data-pager="next"]').hidden = offset + pageSize >= count;
+      // The timeline draws the jobs on this page: say so when that is not all of them.
+      document.getElementById("timeline-scope").hidden =
+        offset === 0 && count <= pageSize && !statusFilter && !ruleFilter;
     }
 
     function addRuleOption(rule) {

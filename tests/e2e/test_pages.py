@@ -492,6 +492,7 @@ async def test_pages_follow_a_real_snakemake_run(
         ).to_have_text("3")
         await expect(row.locator("[data-status]")).to_have_text("Done")
         await expect(row.locator('[data-field="progress"]')).to_have_text("4 / 4")
+        await expect(workflow.locator("#timeline-scope")).to_be_hidden()  # every job is shown
         for page in (dashboard, workflow):
             await assert_never_reloaded(page)
         await screenshot(workflow, "real-run-done")
@@ -535,6 +536,7 @@ async def test_many_jobs_are_paged_filtered_on_the_server_and_stay_live(
     await expect(page.locator("#job-count")).to_have_text("150")
     await expect(pager.locator('[data-pager="range"]')).to_have_text("1\u2013100 of 150")
     await expect(pager.locator('[data-pager="previous"]')).to_be_hidden()
+    await expect(page.locator("#timeline-scope")).to_be_visible()  # it draws this page's jobs
 
     # A new job belongs on the last page: here only the count and the pager move.
     await post(info(150))
