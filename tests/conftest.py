@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ PG_SERVER = os.environ.get("PANOPTES_TEST_PG", "postgresql://postgres@127.0.0.1:
 BACKENDS = ["sqlite", "postgresql"]
 
 
-def _pg_admin(statement: str) -> None:
+def pg_admin(statement: str) -> None:
     """Run one statement on the server's maintenance database (from any thread or loop)."""
 
     async def run() -> None:
@@ -57,16 +58,27 @@ def _pg_admin(statement: str) -> None:
         pool.submit(asyncio.run, run()).result()
 
 
+@contextmanager
+def throwaway_pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database of its own, dropped afterwards."""
+    name = f"panoptes_test_{os.getpid()}_{secrets.token_hex(6)}"
+    pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped at the end."""
     name = f"panoptes_test_{os.getpid()}_{secrets.token_hex(4)}"
     try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
+        pg_admin(f'CREATE DATABASE "{name}"')
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL at {PG_SERVER} is not usable ({exc}); .ci/run starts it")
     yield f"{PG_SERVER}/{name}"
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def empty_pg_database(url: str) -> None:
@@ -140,6 +152,8 @@ class LiveServer:
     db: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    # Another database than the SQLite file `db` (whose name then only places the log).
+    db_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -150,8 +164,9 @@ class LiveServer:
     def start(self, timeout: float = 20.0) -> LiveServer:
         self.log_path = self.db.with_suffix(f".{self.port}.log")
         env = {**os.environ, **self.env}
+        database = self.db_url or str(self.db)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", str(self.db)],
+            [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", database],
             env=env,
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,11 @@ from panoptes.hub import Hub
 from panoptes.models import Base, Event
 from panoptes.writer import Tx, Writer
 
-from .conftest import ROOT, LiveServer, form_body, free_port
+from .conftest import ROOT, LiveServer, form_body, free_port, throwaway_pg_database
 from .test_feed import create, next_event, send, ws_url
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 PG_PORT, REDIS_PORT = 5432, 6379
-PG_SERVER = f"postgresql://postgres@127.0.0.1:{PG_PORT}"
 # Panoptes derives its Redis channel from the database URL, and every test here makes a
 # database of its own, so parallel runs on one Redis never hear each other.
 REDIS = f"redis://127.0.0.1:{REDIS_PORT}/0"
@@ -277,33 +276,12 @@ def test_channel_belongs_to_the_database_and_can_be_named() -> None:
 # ---- writers in several processes take turns
 
 
-def _admin(sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(f"{PG_SERVER}/postgres")
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-@contextmanager
-def throwaway_database() -> Iterator[str]:
-    name = f"panoptes_test_{uuid.uuid4().hex[:12]}"
-    _admin(f"CREATE DATABASE {name}")
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 @pytest.fixture(params=[pytest.param("postgresql", marks=needs_pg), "sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield database_url_of(str(tmp_path / "turns.db"))
         return
-    with throwaway_database() as url:
+    with throwaway_pg_database() as url:
         yield database_url_of(url)
 
 
@@ -468,19 +446,6 @@ async def test_backend_reconnects_and_catches_up_on_what_it_missed(scheme: str, 
 # ---- real servers sharing a database
 
 
-class DatabaseUrl:
-    """Stands in for LiveServer.db (a SQLite path): given as --db, logs kept beside `home`."""
-
-    def __init__(self, url: str, home: Path) -> None:
-        self.url, self.home = url, home
-
-    def __str__(self) -> str:
-        return self.url
-
-    def with_suffix(self, suffix: str) -> Path:
-        return self.home.with_suffix(suffix)
-
-
 @dataclass
 class Shared:
     """A database several servers use, and what its events table holds."""
@@ -488,9 +453,10 @@ class Shared:
     db: str | Path
 
     def server(self, tmp_path: Path, broadcast: str) -> LiveServer:
-        db: Any = self.db if isinstance(self.db, Path) else DatabaseUrl(self.db, tmp_path / "pg")
         env = {"PANOPTES_BROADCAST_URL": broadcast, "PANOPTES_WS_PING_SECONDS": "0.5"}
-        return LiveServer(db=db, env=env)
+        if isinstance(self.db, Path):
+            return LiveServer(db=self.db, env=env)
+        return LiveServer(db=tmp_path / "pg", db_url=self.db, env=env)
 
     async def stored(self, workflow_id: int | None = None) -> list[tuple[int, str]]:
         """The feed's view of the table: one workflow's events, or every workflow.* event."""
@@ -527,7 +493,7 @@ def two_servers(
         if database == "sqlite":
             shared = Shared(tmp_path / "shared.db")
         else:
-            shared = Shared(cleanup.enter_context(throwaway_database()))
+            shared = Shared(cleanup.enter_context(throwaway_pg_database()))
         url = str(shared.db) if broadcast == "postgresql" else REDIS
         # One after the other: the first makes the schema.
         servers = []

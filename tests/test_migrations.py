@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -36,12 +35,11 @@ from panoptes.migrations import (
 from panoptes.models import Base, Event, Workflow, utcnow
 
 from .conftest import (
-    PG_SERVER,
     LiveServer,
-    _pg_admin,
     create_workflow,
     free_port,
     post_event,
+    throwaway_pg_database,
 )
 
 # A fixed zone with daylight saving time, written out so it needs no tz database.
@@ -54,10 +52,8 @@ BERLIN = "CET-1CEST,M3.5.0,M10.5.0/3"
 @pytest.fixture
 def fresh_pg_url() -> Iterator[str]:
     """A new, empty PostgreSQL database of its own (conftest's pg_url is shared and emptied)."""
-    name = f"panoptes_test_{secrets.token_hex(6)}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
-    yield database_url(f"{PG_SERVER}/{name}")
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_pg_database() as url:
+        yield database_url(url)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -152,30 +151,17 @@ def _seed(url: str) -> None:
                 send(workflow_id, {"level": "job_error", "jobid": 2, "name": "make"})
 
 
-class DatabaseUrl:
-    """Stands in for LiveServer.db (a SQLite path) with a PostgreSQL URL."""
-
-    def __init__(self, url: str, home: Path) -> None:
-        self.url, self.home = url, home
-
-    def __str__(self) -> str:
-        return self.url
-
-    def with_suffix(self, suffix: str) -> Path:
-        return self.home.with_suffix(suffix)
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     home = tmp_path_factory.mktemp("openapi")
-    db: Any = home / "live.db"
+    live = LiveServer(db=home / "live.db")
     if request.param == "postgresql":
         url: str = request.getfixturevalue("pg_url")
         asyncio.run(empty_pg_database(url))
-        db = DatabaseUrl(url, home / "pg")
-    live = LiveServer(db=db).start()
+        live = LiveServer(db=home / "pg", db_url=url)
+    live.start()
     yield live
     live.stop()
 
