@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from . import __version__, auth
 from .config import Config
 from .routes import api, feed, metrics, pages, wms
-from .routes.common import BadRequest, error_response
+from .routes.common import BadRequest, crash_detail, error_response, too_large
 from .service import Panoptes
 from .writer import DomainError
 from .wscompression import set_compression
@@ -82,7 +82,7 @@ def _register_errors(app: Quart) -> None:
         status = exc.code or 500
         detail = exc.description or ""
         if status == 413:
-            detail = f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+            detail = too_large(app.config["MAX_CONTENT_LENGTH"])
         return await _error(status, (exc.name or "error").lower(), detail)
 
     @app.errorhandler(Exception)
@@ -94,7 +94,4 @@ def _register_errors(app: Quart) -> None:
         # Snakemake 7/8 abort the user's run on a 500 from the paths they call, and
         # carry on after a 503.
         status = 503 if wms.called_by_clients(request.method, request.path) else 500
-        # The exception's text can hold SQL and stored values: it goes to the log only.
-        return error_response(
-            status, "internal error", f"{type(exc).__name__}; the server log has the details"
-        )
+        return error_response(status, "internal error", crash_detail(exc))

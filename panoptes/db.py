@@ -39,14 +39,19 @@ def json_loads(text: str | bytes) -> Any:
         return json.loads(text)  # NaN and Infinity, which json writes and orjson refuses
 
 
+JSON_OPTIONS: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
+SQLITE_TIMEOUT_SECONDS = 10
+
+
 def make_engine(url: str) -> AsyncEngine:
-    json_options: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 10}, **json_options)
+        engine = create_async_engine(
+            url, connect_args={"timeout": SQLITE_TIMEOUT_SECONDS}, **JSON_OPTIONS
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, **json_options
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, **JSON_OPTIONS
     )
 
 
@@ -56,9 +61,8 @@ def make_sync_sqlite_engine(url: URL) -> Engine:
     engine = create_engine(
         url.set(drivername="sqlite+pysqlite"),
         # Made in the writer's thread, disposed of from the event loop's at shutdown.
-        connect_args={"timeout": 10, "check_same_thread": False},
-        json_serializer=json_dumps,
-        json_deserializer=json_loads,
+        connect_args={"timeout": SQLITE_TIMEOUT_SECONDS, "check_same_thread": False},
+        **JSON_OPTIONS,
     )
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine

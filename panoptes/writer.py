@@ -373,7 +373,6 @@ class Writer:
     AsyncSession.run_sync on the app's async engine."""
 
     def __init__(self, engine: AsyncEngine, publish: Publisher, batch_size: int = 256) -> None:
-        self._engine = engine
         self._publish = publish
         self._batch_size = batch_size
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()

@@ -29,8 +29,22 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status=status, content_type="application/json")
 
 
+def error_body(error: str, detail: str) -> dict[str, str]:
+    """Every JSON error panoptes answers has this shape."""
+    return {"error": error, "detail": detail}
+
+
 def error_response(status: int, error: str, detail: str) -> Response:
-    return json_response({"error": error, "detail": detail}, status)
+    return json_response(error_body(error, detail), status)
+
+
+def too_large(limit: int) -> str:
+    return f"the request body is larger than {limit} bytes"
+
+
+def crash_detail(exc: BaseException) -> str:
+    # The exception's text can hold SQL and stored values: it goes to the log only.
+    return f"{type(exc).__name__}; the server log has the details"
 
 
 def _form(text: str) -> dict[str, str]:

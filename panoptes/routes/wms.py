@@ -14,12 +14,22 @@ from typing import Any
 
 import orjson
 from quart import Blueprint, Quart, Response, request
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge, RequestTimeout
 
 from .. import auth, ingest
 from ..config import Config
 from ..service import Panoptes
 from ..writer import DomainError
-from .common import BadRequest, body_fields, decode_fields, json_response, panoptes
+from .common import (
+    BadRequest,
+    body_fields,
+    crash_detail,
+    decode_fields,
+    error_body,
+    json_response,
+    panoptes,
+    too_large,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +105,13 @@ class IngestEndpoint:
             if scope["method"] == "POST":
                 status, answer, extra = await self._handle(scope, receive, service)
             else:
-                detail = "The method is not allowed for the requested URL."
-                status, answer, extra = 405, _error("method not allowed", detail), ALLOW_POST
+                refused = MethodNotAllowed(valid_methods=["POST"])
+                answer = error_body(refused.name.lower(), refused.description or "")
+                status, extra = 405, {"Allow": "POST"}
         except Exception as exc:
             log.exception("unhandled error on POST %s", self.PATH)
-            # Snakemake 7/8 abort the user's run on a 500, and carry on after a 503. The
-            # exception's text can hold SQL and stored values: it goes to the log only.
-            detail = f"{type(exc).__name__}; the server log has the details"
-            status, answer, extra = 503, {"error": "internal error", "detail": detail}, {}
+            # Snakemake 7/8 abort the user's run on a 500, and carry on after a 503.
+            status, answer, extra = 503, error_body("internal error", crash_detail(exc)), {}
         if status == 200:
             service.metrics.ingest_seconds.observe(time.perf_counter() - started)
         body = orjson.dumps(answer)
@@ -131,7 +140,7 @@ class IngestEndpoint:
             _cookie(headers.get("cookie"), auth.COOKIE),
         )
         if isinstance(decision, auth.Refusal):
-            return decision.status, _error(decision.error, decision.detail), decision.headers()
+            return decision.status, error_body(decision.error, decision.detail), decision.headers()
         client = (scope.get("client") or ("unknown",))[0]
         try:
             raw = await self._body(receive, headers)
@@ -142,19 +151,19 @@ class IngestEndpoint:
         except (BadRequest, DomainError) as exc:  # DomainError: unknown workflow, bad fields
             log.warning("refused a message from %s: %s", client, exc)
             service.metrics.events.labels(outcome="refused").inc()
-            return exc.status, _error(exc.error, exc.detail), {}
+            return exc.status, error_body(exc.error, exc.detail), {}
         service.metrics.events.labels(outcome="stored" if stored else "duplicate").inc()
         return 200, {"status": "ok" if stored else "duplicate"}, {}
 
     async def _body(self, receive: Any, headers: dict[str, str]) -> bytes:
-        too_large = BadRequest(
-            f"the request body is larger than {self.max_body} bytes",
+        oversize = BadRequest(
+            too_large(self.max_body),
             status=413,
-            error="request entity too large",
+            error=RequestEntityTooLarge().name.lower(),
         )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
-            raise too_large
+            raise oversize
         chunks: list[bytes] = []
         size = 0
         try:
@@ -166,7 +175,7 @@ class IngestEndpoint:
                     chunk = event.get("body", b"")
                     size += len(chunk)
                     if size > self.max_body:
-                        raise too_large
+                        raise oversize
                     chunks.append(chunk)
                     if not event.get("more_body", False):
                         return b"".join(chunks)
@@ -174,15 +183,8 @@ class IngestEndpoint:
             raise BadRequest(
                 f"the body did not arrive within {BODY_TIMEOUT_SECONDS} s",
                 status=408,
-                error="request timeout",
+                error=RequestTimeout().name.lower(),
             ) from None
-
-
-ALLOW_POST = {"Allow": "POST"}
-
-
-def _error(error: str, detail: str) -> dict[str, Any]:
-    return {"error": error, "detail": detail}
 
 
 def _cookie(header: str | None, name: str) -> str | None:
