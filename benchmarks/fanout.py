@@ -43,15 +43,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import orjson
-from server import Server, raise_fd_limit
+from server import FORM, Server, form_body, raise_fd_limit
 from websockets.asyncio.client import ClientConnection, connect
-
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
 
 # --------------------------------------------------------------------------- the server
 
@@ -169,8 +165,7 @@ async def post_stream(
         delay = start + i / rate - time.monotonic() if rate > 0 else 0
         if delay > 0:
             await asyncio.sleep(delay)
-        fields = {"msg": orjson.dumps(msg).decode(), "timestamp": time.asctime()}
-        body = urlencode({**fields, "id": str(workflow_id)})
+        body = form_body(workflow_id, msg)
         sent = time.time()
         posted.sent.setdefault(workflow_id, []).append(sent)
         response = await http.post("/update_workflow_status", content=body, headers=FORM)

@@ -34,11 +34,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import asyncpg
 import httpx
-from server import Server
+from server import Server, form_body
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADGEN = ROOT / ".cache" / "loadgen" / "release" / "panoptes-loadgen"
@@ -82,8 +81,7 @@ class Connection:
 
 
 def message(workflow_id: int, msg: dict[str, Any]) -> bytes:
-    fields = {"msg": json.dumps(msg), "timestamp": time.asctime(), "id": str(workflow_id)}
-    return urlencode(fields).encode()
+    return form_body(workflow_id, msg).encode()
 
 
 def job_messages(workflow_id: int, jobid: int) -> list[bytes]:

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlencode
 
 import httpx
-from server import Server
+from server import FORM, Server, form_body
 
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 WARM_UP = 5
 
 
@@ -43,9 +40,7 @@ async def workflow_of(url: str, jobs: int) -> int:
                 "input": [f"in/{jobid}.fq"],
                 "output": [f"out/{jobid}.bam"],
             }
-            body = urlencode(
-                {"msg": json.dumps(msg), "timestamp": time.asctime(), "id": workflow_id}
-            )
+            body = form_body(workflow_id, msg)
             async with slots:
                 response = await http.post("/update_workflow_status", content=body, headers=FORM)
             response.raise_for_status()

@@ -49,14 +49,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import httpx
 import orjson
-from server import Server, raise_fd_limit
+from server import FORM, Server, form_body, raise_fd_limit
 from websockets.asyncio.client import ClientConnection, connect
 
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 PIPELINES = ("rnaseq", "atacseq", "chipseq", "wgs", "wes", "methylseq", "scrnaseq", "hic")
 SEARCH = "atacseq"  # ?q=: one workflow in eight has it in its name
 RULES = ("fastqc", "trim_reads", "align", "sort_bam", "mark_duplicates", "call_variants", "multiqc")
@@ -552,10 +551,7 @@ def job_posts(workflow_id: int, jobid: int, done: int, total: int) -> list[str]:
         {"level": "progress", "done": done, "total": total},
     ]
     stamp_ = time.asctime()
-    return [
-        urlencode({"msg": orjson.dumps(m).decode(), "timestamp": stamp_, "id": str(workflow_id)})
-        for m in messages
-    ]
+    return [form_body(workflow_id, m, stamp_) for m in messages]
 
 
 def plan_subscribers(data: Dataset, count: int) -> list[Subscriber]:

@@ -6,6 +6,7 @@ Like tests/conftest.py's LiveServer, plus what the benchmarks measure: memory an
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import socket
@@ -15,8 +16,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import httpx
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def form_body(workflow_id: int, msg: dict[str, Any], stamp: str | None = None) -> str:
+    """One /update_workflow_status body, as the Snakemake 9 plugin posts it."""
+    fields = {"msg": json.dumps(msg), "timestamp": stamp or time.asctime(), "id": str(workflow_id)}
+    return urlencode(fields)
 
 
 def free_port() -> int:
