@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -112,6 +113,28 @@ async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[st
 KEYS_PER_QUERY = 500
 
 
+@lru_cache(maxsize=64)
+def _rule_counts_query(workflows: int, unnamed: bool) -> Select[int, str | None, str, int]:
+    """Counts by (workflow, rule, status) for `workflows` workflows, each with its own list
+    of rules, and (if `unnamed`) the jobs with no rule yet of a list of workflows. Built once
+    per shape: building the expression cost more than running it."""
+    matches = [
+        and_(
+            Job.workflow_id == bindparam(f"w{i}"), Job.rule.in_(bindparam(f"r{i}", expanding=True))
+        )
+        for i in range(workflows)
+    ]
+    if unnamed:
+        matches.append(
+            and_(Job.workflow_id.in_(bindparam("unnamed", expanding=True)), Job.rule.is_(None))
+        )
+    return (
+        select(Job.workflow_id, Job.rule, Job.status, func.count())
+        .where(or_(*matches))
+        .group_by(Job.workflow_id, Job.rule, Job.status)
+    )
+
+
 def rule_counts(
     session: Session, keys: Collection[tuple[int, str | None]]
 ) -> dict[tuple[int, str | None], dict[str, Any]]:
@@ -127,17 +150,11 @@ def rule_counts(
                 unnamed.append(workflow_id)
             else:
                 named.setdefault(workflow_id, []).append(rule)
-        matches = [
-            and_(Job.workflow_id == workflow_id, Job.rule.in_(rules))
-            for workflow_id, rules in named.items()
-        ]
-        if unnamed:
-            matches.append(and_(Job.workflow_id.in_(unnamed), Job.rule.is_(None)))
-        rows = session.execute(
-            select(Job.workflow_id, Job.rule, Job.status, func.count())
-            .where(or_(*matches))
-            .group_by(Job.workflow_id, Job.rule, Job.status)
-        )
+        params: dict[str, Any] = {"unnamed": unnamed} if unnamed else {}
+        for i, (workflow_id, rules) in enumerate(named.items()):
+            params[f"w{i}"] = workflow_id
+            params[f"r{i}"] = rules
+        rows = session.execute(_rule_counts_query(len(named), bool(unnamed)), params)
         for workflow_id, rule, status, count in rows:
             entry = counts[(workflow_id, rule)]
             entry[JobStatus(status).value.lower()] += count

@@ -22,10 +22,11 @@ import os
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, event, func, insert, inspect, or_, select, text
+from sqlalchemy import Select, and_, bindparam, event, func, insert, inspect, or_, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
@@ -194,28 +195,43 @@ class _Loaded:
     absent_jobs: set[tuple[int, int]]
 
 
+_WORKFLOWS_BY_ID = select(Workflow).where(Workflow.id.in_(bindparam("ids", expanding=True)))
+
+
+@lru_cache(maxsize=64)
+def _jobs_by_key(workflows: int) -> Select[Job]:
+    """The jobs of `workflows` workflows, each with its own list of job ids. Built once per
+    number of workflows: building the expression cost more than running it."""
+    return select(Job).where(
+        or_(
+            *(
+                and_(
+                    Job.workflow_id == bindparam(f"w{i}"),
+                    Job.jobid.in_(bindparam(f"j{i}", expanding=True)),
+                )
+                for i in range(workflows)
+            )
+        )
+    )
+
+
 def _preload(session: Session, wanted: list[Preload]) -> _Loaded:
     workflow_ids = sorted({workflow_id for p in wanted for workflow_id in p.workflows})
     workflows: list[Workflow] = []
     for start in range(0, len(workflow_ids), KEYS_PER_QUERY):
         chunk = workflow_ids[start : start + KEYS_PER_QUERY]
-        workflows += session.scalars(select(Workflow).where(Workflow.id.in_(chunk)))
+        workflows += session.scalars(_WORKFLOWS_BY_ID, {"ids": chunk})
     keys = sorted({key for p in wanted for key in p.jobs})
     jobs: dict[tuple[int, int], Job] = {}
     for start in range(0, len(keys), KEYS_PER_QUERY):
         by_workflow: dict[int, list[int]] = {}
         for workflow_id, jobid in keys[start : start + KEYS_PER_QUERY]:
             by_workflow.setdefault(workflow_id, []).append(jobid)
-        found = session.scalars(
-            select(Job).where(
-                or_(
-                    *(
-                        and_(Job.workflow_id == workflow_id, Job.jobid.in_(jobids))
-                        for workflow_id, jobids in by_workflow.items()
-                    )
-                )
-            )
-        )
+        params: dict[str, Any] = {}
+        for i, (workflow_id, jobids) in enumerate(by_workflow.items()):
+            params[f"w{i}"] = workflow_id
+            params[f"j{i}"] = jobids
+        found = session.scalars(_jobs_by_key(len(by_workflow)), params)
         jobs.update(((job.workflow_id, job.jobid), job) for job in found)
     return _Loaded(workflows, jobs, set(keys) - jobs.keys())
 
@@ -250,6 +266,7 @@ def _announce(session: Session, changes: Changes) -> list[dict[str, Any]]:
 
 
 _EVENTS = Event.metadata.tables[Event.__tablename__]
+_LAST_JOB_ID = select(func.max(Job.id))
 _LAST_SEQ = text(
     "SELECT max((SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'),"
     " (SELECT coalesce(max(seq), 0) FROM events))"
@@ -284,7 +301,7 @@ def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
     events = [obj for obj in new if isinstance(obj, Event) and obj.seq is None]
     connection = session.connection()
     if jobs:
-        last = connection.scalar(select(func.max(Job.id))) or 0
+        last = connection.scalar(_LAST_JOB_ID) or 0
         for number, job in enumerate(jobs, last + 1):
             job.id = number
     if events:
