@@ -12,7 +12,10 @@ and compared with what was sent: a lost or wrong job fails the run.
 
 The baseline, measured in the same run, is the same server with group commit turned off
 (PANOPTES_WRITE_BATCH_SIZE=1: one transaction, one fsync-free WAL commit, per message).
-The client runs in this process on the same machine, so the figures are a lower bound.
+The ceiling, also measured in the same run, is Hypercorn alone (bare_asgi.py: reads each
+body, stores nothing) with the same settings, workers and load; "N% of bare Hypercorn" is
+the share of the HTTP stack's own throughput that ingest reaches on this machine.
+The load generator runs on the same machine, so the figures are a lower bound.
 """
 
 from __future__ import annotations
@@ -118,6 +121,11 @@ class Result:
     problems: list[str]
     server_cpu: float  # seconds, all server processes, during the load
     client_cpu: float  # seconds, the load generator (this process's, for --client python)
+    checked: bool = True  # False for the bare-Hypercorn ceiling, which stores nothing
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
 
     def row(self) -> str:
         lat = sorted(self.latencies)
@@ -129,8 +137,14 @@ class Result:
             f"{self.label:<34} {self.events:>7} {self.events / self.seconds:>9.0f} "
             f"{1000 * statistics.median(lat):>8.1f} {pct(0.99):>8.1f} {1000 * lat[-1]:>8.1f} "
             f"{self.failures:>6} {self.rss_mb:>7.0f} {1e6 * self.server_cpu / self.events:>7.0f} "
-            f"{1e6 * self.client_cpu / self.events:>7.0f}  {'ok' if not self.problems else 'WRONG'}"
+            f"{1e6 * self.client_cpu / self.events:>7.0f}  {self.verdict}"
         )
+
+    @property
+    def verdict(self) -> str:
+        if not self.checked:
+            return "-"
+        return "ok" if not self.problems else "WRONG"
 
 
 Unit = tuple[str, int, list[bytes]]  # ("first" | "job" | "last", workflow id, bodies)
@@ -302,6 +316,56 @@ def run(
             server.stop()
 
 
+class BareServer(Server):
+    """benchmarks/bare_asgi.py on Hypercorn with panoptes's settings: the HTTP ceiling."""
+
+    def start(self, timeout: float = 60.0) -> BareServer:
+        command = [sys.executable, "-m", "hypercorn", "--workers", str(self.workers)]
+        command += ["--worker-class", "uvloop", "--backlog", "2048"]
+        command += ["--bind", f"127.0.0.1:{self.port}", "bare_asgi:app"]
+        log = self.db.with_suffix(".log").open("ab")
+        here = Path(__file__).resolve().parent
+        self.process = subprocess.Popen(command, cwd=here, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bare_asgi exited early:\n{self.log()}")
+            try:
+                httpx.get(self.url, timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"bare_asgi did not start:\n{self.log()}")
+
+
+def run_bare(args: argparse.Namespace, concurrency: int, folder: Path, workers: int) -> Result:
+    """The same load against bare_asgi.py: nothing is stored, so nothing is checked."""
+    server = BareServer(db=folder / f"bare-{len(list(folder.iterdir()))}.db", workers=workers)
+    server.start()
+    try:
+        work = units(list(range(1, args.workflows * args.rounds + 1)), args.jobs)
+        server_cpu = server.cpu_seconds()
+        client_cpu = children_cpu_seconds()
+        sent = send_with_loadgen(server.port, concurrency, work, folder)
+        client_cpu = children_cpu_seconds() - client_cpu
+        server_cpu = server.cpu_seconds() - server_cpu
+        workers_label = f", {workers} workers" if workers > 1 else ""
+        return Result(
+            f"bare Hypercorn{workers_label} c={concurrency}",
+            len(sent.latencies),
+            sent.seconds,
+            sent.latencies,
+            sent.failures,
+            server.rss_mib(),
+            [],
+            server_cpu,
+            client_cpu,
+            checked=False,
+        )
+    finally:
+        server.stop()
+
+
 @contextmanager
 def database(postgres: str | None) -> Iterator[str | None]:
     """None: a fresh SQLite file per run; with --postgres, a throwaway database there."""
@@ -365,11 +429,18 @@ def main() -> int:
         "postgresql://postgres@127.0.0.1:5432 (a database is made and dropped per run)",
     )
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the runs of bare_asgi.py (Hypercorn alone, storing nothing)",
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
     worker_counts = [int(count) for count in args.workers.split(",")]
     if args.client == "rust":
         build_loadgen()
+    # The ceiling needs the Rust client: the Python one would be the bottleneck.
+    ceiling_wanted = args.client == "rust" and not args.no_ceiling
     print(
         f"panoptes ingest benchmark: {args.workflows} workflows x {args.jobs} jobs x "
         f"{args.rounds} rounds, 3 messages per job; {os.cpu_count()} CPUs; "
@@ -385,17 +456,24 @@ def main() -> int:
             env = {"PANOPTES_WRITE_BATCH_SIZE": "1"}
             results.append(run(args, env, levels[0], folder))
             print(results[-1].row(), flush=True)
+        # (panoptes, bare Hypercorn) at the same workers and connections.
+        pairs: list[tuple[Result, Result]] = []
         for workers in worker_counts:
             env = {"PANOPTES_BROADCAST_URL": args.broadcast} if workers > 1 else {}
             for level in levels:
                 results.append(run(args, env, level, folder, workers))
                 print(results[-1].row(), flush=True)
+                if ceiling_wanted:
+                    pairs.append((results[-1], run_bare(args, level, folder, workers)))
+                    print(pairs[-1][1].row(), flush=True)
     print("srv us / cli us: CPU time per event of the server processes / of the load generator")
+    for ours, bare in pairs:
+        print(f"{ours.label}: {ours.rate / bare.rate:.0%} of bare Hypercorn's {bare.rate:.0f}/s")
     if not args.no_baseline:
         base, grouped = results[0], results[1]
         print(
             f"group commit vs one commit per message at c={levels[0]}: "
-            f"{(grouped.events / grouped.seconds) / (base.events / base.seconds):.2f}x events/s"
+            f"{grouped.rate / base.rate:.2f}x events/s"
         )
     wrong = [p for result in results for p in result.problems]
     for problem in wrong[:20]:

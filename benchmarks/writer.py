@@ -64,18 +64,20 @@ async def measure(folder: Path, submitters: int, workflows: int, jobs: int) -> t
         # Each submitter sends whole jobs, in order, as one Snakemake connection would.
         work = [(wf, jobid) for jobid in range(jobs) for wf in ids]
         envelopes = {
-            (wf, jobid): [ingest.parse_message({"msg": body, "id": wf}) for body in job_bodies(jobid)]
+            (wf, jobid): [
+                ingest.parse_message({"msg": body, "id": wf}) for body in job_bodies(jobid)
+            ]
             for wf, jobid in work
         }
         batches = 0
-        original = service.writer._commit_batch  # noqa: SLF001 - counted, not changed
+        original = service.writer._commit_batch
 
         async def counted(batch: list[object]) -> None:
             nonlocal batches
             batches += 1
             await original(batch)  # type: ignore[arg-type]
 
-        service.writer._commit_batch = counted  # type: ignore[method-assign]  # noqa: SLF001
+        service.writer._commit_batch = counted  # type: ignore[method-assign]
         queue = list(reversed(work))
 
         async def submitter() -> None:
@@ -103,8 +105,10 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=100, help="jobs per workflow")
     parser.add_argument("--repeat", type=int, default=3, help="runs per setting; the median")
     args = parser.parse_args()
-    print(f"panoptes writer alone: {args.workflows} workflows x {args.jobs} jobs, 3 messages "
-          f"per job; SQLite; {os.cpu_count()} CPUs")
+    print(
+        f"panoptes writer alone: {args.workflows} workflows x {args.jobs} jobs, 3 messages "
+        f"per job; SQLite; {os.cpu_count()} CPUs"
+    )
     print(f"{'submitters':>10} {'msgs/batch':>10} {'us/msg':>8}")
     with tempfile.TemporaryDirectory(prefix="panoptes-writer-") as tmp:
         for count in (int(n) for n in args.submitters.split(",")):
