@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
@@ -16,6 +16,7 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy import func, inspect, select
 
 from panoptes.models import Event, Job, Workflow
+from panoptes.routes.common import _form
 from panoptes.service import Panoptes
 from panoptes.status import FINISHED, JobStatus, WorkflowStatus
 
@@ -446,3 +447,18 @@ async def last_rule_events(app: Quart, workflow_id: int) -> dict[str, dict[str, 
             .order_by(Event.seq)
         )
         return {event.payload["rule"]["rule"]: event.payload["rule"] for event in events}
+
+
+# The characters a form decoder can trip on: escapes (in both cases, cut short, or of bytes
+# that are not UTF-8), separators, and text beyond ASCII.
+FORM_TEXT = st.text(alphabet=st.sampled_from('%%%+&&==2255aAfFgG{}":, \x00é☃'), max_size=40)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=FORM_TEXT | st.text(max_size=40))
+@example(text="%2522")  # an escaped "%" followed by what would be an escape
+@example(text="%%22&%2B+%2b")
+@example(text="a=%7B%22x%22%3a1%7d&a=2&b&=c")
+def test_form_bodies_decode_as_urllib_decodes_them(text: str) -> None:
+    expected = {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+    assert _form(text.encode()) == expected

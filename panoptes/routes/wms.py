@@ -156,14 +156,9 @@ class IngestEndpoint:
         return 200, {"status": "ok" if stored else "duplicate"}, {}
 
     async def _body(self, receive: Any, headers: dict[str, str]) -> bytes:
-        oversize = BadRequest(
-            too_large(self.max_body),
-            status=413,
-            error=RequestEntityTooLarge().name.lower(),
-        )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
-            raise oversize
+            raise self._oversize()
         chunks: list[bytes] = []
         size = 0
         try:
@@ -175,7 +170,7 @@ class IngestEndpoint:
                     chunk = event.get("body", b"")
                     size += len(chunk)
                     if size > self.max_body:
-                        raise oversize
+                        raise self._oversize()
                     chunks.append(chunk)
                     if not event.get("more_body", False):
                         return b"".join(chunks)
@@ -185,6 +180,10 @@ class IngestEndpoint:
                 status=408,
                 error=RequestTimeout().name.lower(),
             ) from None
+
+    def _oversize(self) -> BadRequest:
+        name = RequestEntityTooLarge().name.lower()
+        return BadRequest(too_large(self.max_body), status=413, error=name)
 
 
 def _cookie(header: str | None, name: str) -> str | None:
