@@ -85,8 +85,8 @@ def _unquote(text: bytes) -> bytes:
     first, *rest = text.split(b"%")
     parts = [first]
     for part in rest:
-        byte = _ESCAPED.get(part[:2])
-        parts.append(byte + part[2:] if byte is not None else b"%" + part)
+        decoded = _ESCAPED.get(part[:2])
+        parts.append(decoded + part[2:] if decoded is not None else b"%" + part)
     return b"".join(parts)
 
 
