@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -125,6 +125,8 @@ class Hub:
         self._events = events
         self._everything: set[Subscription] = set()
         self._by_workflow: dict[int, set[Subscription]] = {}
+        # Told the number of subscribers whenever it changes (the metrics' gauge).
+        self.on_count: Callable[[int], None] | None = None
         self.delivered_seq = 0  # the last event handed to subscribers
         # The highest seq noticed since the last pass; None after a "maybe missed some".
         self._noticed: int | None = 0
@@ -190,17 +192,23 @@ class Hub:
             self._everything.add(subscription)
         else:
             self._by_workflow.setdefault(workflow_id, set()).add(subscription)
+        self._counted()
         return subscription
 
     def _remove(self, subscription: Subscription) -> None:
         if subscription.workflow_id is None:
             self._everything.discard(subscription)
-            return
-        group = self._by_workflow.get(subscription.workflow_id)
-        if group is not None:
-            group.discard(subscription)
-            if not group:
-                del self._by_workflow[subscription.workflow_id]
+        else:
+            group = self._by_workflow.get(subscription.workflow_id)
+            if group is not None:
+                group.discard(subscription)
+                if not group:
+                    del self._by_workflow[subscription.workflow_id]
+        self._counted()
+
+    def _counted(self) -> None:
+        if self.on_count is not None:
+            self.on_count(self.subscriber_count)
 
     async def publish(self, messages: list[dict[str, Any]]) -> None:
         """Called by the writer after commit with the batch's events, in seq order."""

@@ -1,11 +1,22 @@
-"""Prometheus metrics: one registry per app, so several apps in one process never mix."""
+"""Prometheus metrics: one registry per app, so several apps in one process never mix.
+
+With several worker processes behind one port (`hypercorn --workers N`) a scrape reaches
+one of them at random, so each process's own counts would be a random share. Point
+PROMETHEUS_MULTIPROC_DIR at an empty directory that all workers share (emptied at every
+start, as prometheus-client asks): each process then keeps its values in files there, and
+/metrics in any worker adds up all of them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 from .status import WorkflowStatus
 
@@ -15,9 +26,31 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+def shared_directory() -> str | None:
+    """Where the worker processes keep their values, if they share them (prometheus-client
+    reads the same variable when it is imported)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class _Workflows(Collector):
+    """Stored workflows by status: the same in every process, so never summed across them."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "panoptes_workflows", "Stored workflows by status", labels=["status"]
+        )
+        for status in WorkflowStatus:
+            family.add_metric([status.value], self.counts.get(status.value, 0))
+        yield family
+
+
 class Metrics:
-    def __init__(self, subscriber_count: Callable[[], int]) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.shared = shared_directory()
         self.events = Counter(
             "panoptes_events_ingested",
             "Client messages received on /update_workflow_status, by outcome",
@@ -37,20 +70,27 @@ class Metrics:
             "Workflows registered through /create_workflow",
             registry=self.registry,
         )
-        subscribers = Gauge(
+        # Set by the hub whenever a subscriber comes or goes; summed over live processes.
+        self.subscribers = Gauge(
             "panoptes_websocket_subscribers",
-            "Open websocket feed connections in this process",
+            "Open websocket feed connections",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
-        subscribers.set_function(lambda: float(subscriber_count()))
-        self.workflows = Gauge(
-            "panoptes_workflows",
-            "Stored workflows by status",
-            ["status"],
-            registry=self.registry,
-        )
+        self.subscribers.set(0)
+        self._workflows = _Workflows()
+        self.registry.register(self._workflows)
 
     def render(self, workflow_counts: dict[str, int]) -> bytes:
-        for status in WorkflowStatus:
-            self.workflows.labels(status=status.value).set(workflow_counts.get(status.value, 0))
-        return generate_latest(self.registry)
+        self._workflows.counts = workflow_counts
+        if self.shared is None:
+            return generate_latest(self.registry)
+        every_process = CollectorRegistry()
+        MultiProcessCollector(every_process, path=self.shared)
+        every_process.register(self._workflows)
+        return generate_latest(every_process)
+
+    def close(self) -> None:
+        """This process stops: its subscribers no longer count (its counters still do)."""
+        if self.shared is not None:
+            mark_process_dead(os.getpid(), self.shared)

@@ -55,7 +55,8 @@ class Panoptes:
             queue_size=config.subscriber_queue,
             events=EventLog(self.sessions),
         )
-        self.metrics = Metrics(lambda: self.hub.subscriber_count)
+        self.metrics = Metrics()
+        self.hub.on_count = self.metrics.subscribers.set
         # Open feed connections per client address, for PANOPTES_MAX_FEED_PER_CLIENT.
         self.feed_clients: Counter[str] = Counter()
         self.writer = Writer(self.engine, self.hub.publish, config.write_batch_size)
@@ -86,6 +87,7 @@ class Panoptes:
         await self.writer.stop()
         await self.hub.close()
         await self.engine.dispose()
+        self.metrics.close()
 
     # ---- ingest
 

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.util import await_
 from websockets.asyncio.client import ClientConnection, connect
@@ -654,16 +655,20 @@ async def _post_on_new_connection(
     port: int, workflow_id: int, msg: dict[str, Any], workers: list[int]
 ) -> int:
     """POST over a fresh connection; the worker that answered it."""
+    body = form_body(workflow_id, msg)
+    head = (
+        f"POST /update_workflow_status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: {FORM['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    owner, _ = await _exchange(port, (head + body).encode(), workers)
+    return owner
+
+
+async def _exchange(port: int, request: bytes, workers: list[int]) -> tuple[int, str]:
+    """One request over a fresh connection: the worker that answered it, and the body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        body = form_body(workflow_id, msg)
-        writer.write(
-            (
-                f"POST /update_workflow_status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Content-Type: {FORM['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n"
-                f"{body}"
-            ).encode()
-        )
+        writer.write(request)
         head = (await reader.readuntil(b"\r\n\r\n")).decode()
         assert head.split()[1] == "200", head
         length = next(
@@ -671,8 +676,8 @@ async def _post_on_new_connection(
             for line in head.split("\r\n")
             if line.lower().startswith("content-length:")
         )
-        await reader.readexactly(length)
-        return await _owner(writer.get_extra_info("sockname")[1], port, workers)
+        body = (await reader.readexactly(length)).decode()
+        return await _owner(writer.get_extra_info("sockname")[1], port, workers), body
     finally:
         writer.close()
 
@@ -686,7 +691,10 @@ def hypercorn_workers(tmp_path: Path) -> Iterator[tuple[Shared, int, subprocess.
         "PANOPTES_DB_URL": str(shared.db),
         "PANOPTES_BROADCAST_URL": REDIS,
         "PANOPTES_WS_PING_SECONDS": "0.5",
+        # Metrics of both workers in one scrape (README, "Several processes").
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
     }
+    (tmp_path / "prometheus").mkdir()
     log = (tmp_path / "hypercorn.log").open("wb")
     command = [sys.executable, "-m", "hypercorn", "--workers", "2"]
     command += ["--bind", f"127.0.0.1:{port}", "panoptes.app:create_app()"]
@@ -752,3 +760,65 @@ async def test_hypercorn_workers_share_live_events(
         expected = after(stored, hello)
         assert await collect(ws, len(expected)) == expected
         await ws.close()
+
+
+@needs_redis
+async def test_metrics_from_any_worker_count_every_worker(
+    hypercorn_workers: tuple[Shared, int, subprocess.Popen[bytes]],
+) -> None:
+    """A scrape reaches one worker at random; whichever it is, it reports all of them."""
+    _, port, process = hypercorn_workers
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        workflow_id = await create(http)
+    await eventually(lambda: len(_children(process.pid)) >= 2, wait=10)
+    workers = _children(process.pid)
+
+    stored: dict[int, int] = {}
+    while len(stored) < 2 or sum(stored.values()) < 6:
+        assert sum(stored.values()) < 100, f"every post landed on one worker: {stored}"
+        msg = {"level": "job_info", "jobid": sum(stored.values()), "name": "sort"}
+        owner = await _post_on_new_connection(port, workflow_id, msg, workers)
+        stored[owner] = stored.get(owner, 0) + 1
+    sockets: list[ClientConnection] = []
+    subscribed: dict[int, int] = {}
+    while len(subscribed) < 2 or len(sockets) < 3:
+        assert len(sockets) < 40, f"every subscriber landed on one worker: {subscribed}"
+        ws = await connect(f"ws://127.0.0.1:{port}/ws/workflow/{workflow_id}")
+        sockets.append(ws)
+        owner = await _owner(ws.local_address[1], port, workers)
+        subscribed[owner] = subscribed.get(owner, 0) + 1
+
+    async def scrape() -> tuple[int, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+        request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        owner, text = await _exchange(port, request, workers)
+        return owner, {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    async def scrape_until_both_answered(subscribers: int) -> None:
+        answered: dict[int, int] = {}
+        while len(answered) < 2 or min(answered.values()) < 2:
+            assert sum(answered.values()) < 60, f"every scrape landed on one worker: {answered}"
+            owner, samples = await scrape()
+            answered[owner] = answered.get(owner, 0) + 1
+            assert samples[("panoptes_events_ingested_total", (("outcome", "stored"),))] == sum(
+                stored.values()
+            ), f"worker {owner} of {stored}"
+            assert samples[("panoptes_workflows_registered_total", ())] == 1
+            assert samples[("panoptes_websocket_subscribers", ())] == subscribers
+            assert samples[("panoptes_workflows", (("status", "Running"),))] == 1
+            count = samples[("panoptes_ingest_seconds_count", ())]
+            assert count == sum(stored.values())
+
+    try:
+        await scrape_until_both_answered(len(sockets))
+        await sockets.pop().close()
+        deadline = time.monotonic() + 10
+        while (await scrape())[1][("panoptes_websocket_subscribers", ())] != len(sockets):
+            assert time.monotonic() < deadline, "the closed subscriber is still counted"
+        await scrape_until_both_answered(len(sockets))
+    finally:
+        for ws in sockets:
+            await ws.close()
