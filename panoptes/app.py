@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from quart import Quart, Response, has_request_context, render_template, request
+from quart import Quart, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, auth
+from . import auth
 from .config import Config
 from .routes import api, feed, metrics, pages, wms
-from .routes.common import BadRequest, crash_detail, error_response, too_large
+from .routes.common import BadRequest, crash_detail, error_response, render_page, too_large
 from .service import Panoptes
 from .writer import DomainError
 from .wscompression import set_compression
@@ -61,9 +61,7 @@ def _wants_html() -> bool:
 
 async def _error(status: int, error: str, detail: str) -> Response:
     if _wants_html():
-        html = await render_template(
-            "error.html", status=status, error=error, detail=detail, seq=0, version=__version__
-        )
+        html = await render_page("error.html", status=status, error=error, detail=detail, seq=0)
         return Response(html, status=status, content_type="text/html; charset=utf-8")
     return error_response(status, error, detail)
 

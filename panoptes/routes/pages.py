@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, redirect, render_template, request
+from quart import Blueprint, Response, redirect, request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .. import __version__, queries
+from .. import queries
 from ..status import JobStatus, WorkflowStatus
 from ..views import job_view, workflow_view
-from .common import BadRequest, ids_in_range, int_arg, no_nul, panoptes
+from .common import BadRequest, Row, ids_in_range, int_arg, no_nul, panoptes, render_page
 
 bp = Blueprint("pages", __name__)
 bp.url_value_preprocessor(ids_in_range)
@@ -18,7 +18,7 @@ JOBS_PER_PAGE = 100
 
 
 async def _page(template: str, **context: object) -> Response:
-    html = await render_template(template, version=__version__, **context)
+    html = await render_page(template, **context)
     return Response(html, content_type="text/html; charset=utf-8")
 
 
@@ -48,7 +48,7 @@ async def dashboard() -> Response:
         statuses=[s.value for s in WorkflowStatus],
         status=status,
         search=search or "",
-        workflows=[workflow_view(wf) for wf in workflows],
+        workflows=[Row(workflow_view(wf)) for wf in workflows],
         matching=matching,
         offset=offset,
         page_size=PAGE_SIZE,
@@ -96,8 +96,8 @@ async def workflow_page(workflow_id: int) -> Response:
         "workflow.html",
         seq=seq,
         workflow=workflow,
-        rules=rules,
-        jobs=[job_view(job) for job in jobs],
+        rules=[Row(rule) for rule in rules],
+        jobs=[Row(job_view(job)) for job in jobs],
         job_count=count,
         job_statuses=[s.value for s in JobStatus],
         filter_status=status or "",
