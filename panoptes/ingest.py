@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, func, select
 
-from .models import MAX_BIGINT, MAX_INT, Job, Workflow, utcnow
+from .models import MAX_BIGINT, MAX_INT, Job, JobRow, Workflow, utcnow
 from .status import FINISHED, JobStatus, WorkflowStatus, can_move
 from .writer import DomainError, Preload, Tx
 
@@ -381,11 +381,7 @@ def _finish_successfully(tx: Tx, wf: Workflow, at: datetime) -> None:
     if wf.status in (W.RUNNING, W.STALE):
         # The run succeeded, so every job it started finished, even where the client
         # did not say so (snakemake -q sends job_started but no job_finished).
-        tx.flush()
-        unfinished = tx.session.scalars(
-            select(Job).where(Job.workflow_id == wf.id, Job.status == JobStatus.RUNNING)
-        )
-        for job in unfinished:
+        for job in tx.jobs_with_status(wf.id, JobStatus.RUNNING):
             job.status = JobStatus.DONE
             job.finished_at = at
             _end_attempt(job, JobStatus.DONE, at, None)
@@ -398,24 +394,26 @@ def _finish_successfully(tx: Tx, wf: Workflow, at: datetime) -> None:
 # ---- job lifecycle
 
 
-def _job(tx: Tx, wf: Workflow, jobid: int, at: datetime) -> tuple[Job, bool]:
+def _job(tx: Tx, wf: Workflow, jobid: int, at: datetime) -> tuple[JobRow, bool]:
     """The job, created if unseen. The bool says whether it is new."""
     job = tx.job(wf.id, jobid)
     if job is not None:
         return job, False
     status = JobStatus.WAITING if wf.dry_run else JobStatus.RUNNING
-    job = Job(
-        workflow_id=wf.id,
-        jobid=jobid,
-        status=status,
-        started_at=None if wf.dry_run else at,
-        attempt=1,
-        attempts=[] if wf.dry_run else [_attempt_record(1, at)],
-        wildcards={},
-        input=[],
-        output=[],
-        log=[],
-    )
+    values = {
+        "workflow_id": wf.id,
+        "jobid": jobid,
+        "status": status,
+        "started_at": None if wf.dry_run else at,
+        "attempt": 1,
+        "attempts": [] if wf.dry_run else [_attempt_record(1, at)],
+        "wildcards": {},
+        "input": [],
+        "output": [],
+        "log": [],
+        "is_checkpoint": False,
+    }
+    job = JobRow(values, new=True)
     tx.add_job(job)
     tx.changed_job(job)
     return job, True
@@ -431,7 +429,7 @@ def _attempt_record(number: int, at: datetime) -> dict[str, Any]:
     }
 
 
-def _end_attempt(job: Job, status: JobStatus, at: datetime, error: str | None) -> None:
+def _end_attempt(job: JobRow, status: JobStatus, at: datetime, error: str | None) -> None:
     attempts = list(job.attempts or [])
     if not attempts:
         attempts.append(_attempt_record(job.attempt, job.started_at or at))
@@ -441,7 +439,7 @@ def _end_attempt(job: Job, status: JobStatus, at: datetime, error: str | None) -
     job.attempts = attempts  # a new list, so the JSON column sees the change
 
 
-def _start_job(tx: Tx, wf: Workflow, jobid: int, at: datetime) -> Job:
+def _start_job(tx: Tx, wf: Workflow, jobid: int, at: datetime) -> JobRow:
     """The job is running: new, waiting, or a retry of a failed attempt."""
     job, new = _job(tx, wf, jobid, at)
     if new and not wf.dry_run:
@@ -456,7 +454,7 @@ def _start_job(tx: Tx, wf: Workflow, jobid: int, at: datetime) -> Job:
     return job
 
 
-def _retry(tx: Tx, wf: Workflow, job: Job, at: datetime) -> None:
+def _retry(tx: Tx, wf: Workflow, job: JobRow, at: datetime) -> None:
     was_error = job.status == JobStatus.ERROR
     job.attempt += 1
     job.status = JobStatus.RUNNING

@@ -112,7 +112,8 @@ class Job(Base):
     log: Mapped[list[Any]] = mapped_column(default=list)
     shellcmd: Mapped[str | None] = mapped_column(Text)
     threads: Mapped[int | None]
-    resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # none_as_null: None is SQL NULL, also when the writer passes it explicitly (JobRow).
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     priority: Mapped[int | None]
     reason: Mapped[str | None] = mapped_column(Text)
     is_checkpoint: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -139,3 +140,60 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+JOBS = Job.metadata.tables[Job.__tablename__]
+JOB_COLUMNS: tuple[str, ...] = tuple(column.name for column in JOBS.columns)
+
+
+class JobRow:
+    """A job's values as the writer's batch holds them: a plain object, not an ORM instance.
+
+    Most of what a batch writes is jobs, and SQLAlchemy's unit of work (tracking each
+    attribute, then sorting and grouping the flush) cost more than the state machine that
+    changes them. The writer loads these with plain SELECTs and writes them with one
+    INSERT and one UPDATE statement per flush (writer.py). Any attribute set marks the row
+    changed; a changed row is written whole."""
+
+    __slots__ = (*JOB_COLUMNS, "new", "changed")
+
+    id: int | None
+    workflow_id: int
+    jobid: int
+    rule: str | None
+    status: str
+    message: str | None
+    wildcards: dict[str, Any]
+    input: list[Any]
+    output: list[Any]
+    log: list[Any]
+    shellcmd: str | None
+    threads: int | None
+    resources: dict[str, Any] | None
+    priority: int | None
+    reason: str | None
+    is_checkpoint: bool
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    attempt: int
+    attempts: list[Any]
+    new: bool
+    changed: bool
+
+    def __init__(self, values: Any, *, new: bool) -> None:
+        for name in JOB_COLUMNS:
+            object.__setattr__(self, name, values.get(name))
+        object.__setattr__(self, "new", new)
+        object.__setattr__(self, "changed", new)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "changed", True)
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in JOB_COLUMNS}
+
+    def written(self) -> None:
+        object.__setattr__(self, "new", False)
+        object.__setattr__(self, "changed", False)

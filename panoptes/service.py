@@ -255,8 +255,10 @@ class Panoptes:
     def _remove(self, tx: Tx, workflows: list[Workflow]) -> None:
         for wf in workflows:
             tx.session.delete(wf)
-        tx.flush()  # gone for the rest of the batch: a later get() finds nothing
+        # First: what the batch had pending for their jobs is not written (their rows go
+        # with them), and the deletion is announced.
         tx.deleted_workflows([wf.id for wf in workflows])
+        tx.flush()  # gone for the rest of the batch: a later get() finds nothing
 
     async def delete_all(self) -> int:
         def op(tx: Tx) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .models import Event, Job, Workflow
+from .models import Event, Job, JobRow, Workflow
 
 
 def iso(value: datetime | None) -> str | None:
@@ -31,7 +31,7 @@ def workflow_view(wf: Workflow) -> dict[str, Any]:
     }
 
 
-def job_view(job: Job) -> dict[str, Any]:
+def job_view(job: Job | JobRow) -> dict[str, Any]:
     return {
         "jobid": job.jobid,
         "workflow_id": job.workflow_id,

@@ -26,14 +26,26 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, bindparam, event, func, insert, inspect, or_, select, text
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    event,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from .db import make_sync_sqlite_engine
 from .migrations import sqlite_file
-from .models import Event, Job, Workflow, utcnow
+from .models import JOB_COLUMNS, JOBS, Event, Job, JobRow, Workflow, utcnow
 from .queries import KEYS_PER_QUERY, rule_counts
 from .views import event_message, feed_message, job_view, workflow_view
 
@@ -85,7 +97,7 @@ class Changes:
     """Objects changed and not yet announced, one entry per object (by identity)."""
 
     workflows: dict[int, tuple[Workflow, str]] = field(default_factory=dict)
-    jobs: dict[int, Job] = field(default_factory=dict)
+    jobs: dict[int, JobRow] = field(default_factory=dict)
     # Rules whose counts may have changed besides the rules the changed jobs end up in:
     # the rule a job had when it was looked up. A job that moves from one rule to another
     # (job_started names no rule, job_info does) changes the counts of both.
@@ -121,7 +133,9 @@ class Tx:
 
     session: Session
     events: list[Event]
-    jobs_cache: dict[tuple[int, int], Job]
+    # Every job the batch loaded or made, by (workflow id, jobid): the batch's own copy,
+    # written back by flush().
+    jobs_cache: dict[tuple[int, int], JobRow]
     # Jobs the batch looked for when it began and did not find.
     absent_jobs: set[tuple[int, int]] = field(default_factory=set)
     # What the batch's earlier operations changed, and what this one changes: merged into
@@ -132,7 +146,7 @@ class Tx:
     def changed_workflow(self, wf: Workflow, kind: str = "workflow.updated") -> None:
         self.changes.workflow(wf, kind)
 
-    def changed_job(self, job: Job) -> None:
+    def changed_job(self, job: JobRow) -> None:
         self.changes.jobs[id(job)] = job
 
     def emit(self, kind: str, workflow_id: int | None, payload: dict[str, Any]) -> None:
@@ -143,23 +157,37 @@ class Tx:
 
     def flush(self) -> None:
         """Write what the batch changed so far, before a query that must see it."""
-        self.session.flush()
+        _flush(self.session, self.jobs_cache)
 
-    def job(self, workflow_id: int, jobid: int) -> Job | None:
+    def job(self, workflow_id: int, jobid: int) -> JobRow | None:
         key = (workflow_id, jobid)
         job = self.jobs_cache.get(key)
         if job is None and key not in self.absent_jobs:
-            job = self.session.scalar(
-                select(Job).where(Job.workflow_id == workflow_id, Job.jobid == jobid)
-            )
-            if job is not None:
-                self.jobs_cache[key] = job
+            row = self.session.execute(
+                _JOB_BY_KEY, {"workflow_id": workflow_id, "jobid": jobid}
+            ).first()
+            if row is not None:
+                job = self.jobs_cache[key] = JobRow(row._mapping, new=False)
         if job is not None:
             self.changes.rules.add((workflow_id, job.rule))
         return job
 
-    def add_job(self, job: Job) -> None:
-        self.session.add(job)
+    def jobs_with_status(self, workflow_id: int, status: str) -> list[JobRow]:
+        """The workflow's jobs that have this status, as the batch has left them."""
+        self.flush()
+        rows = self.session.execute(
+            select(JOBS).where(JOBS.c.workflow_id == workflow_id, JOBS.c.status == status)
+        )
+        found = []
+        for row in rows:
+            key = (workflow_id, row.jobid)
+            job = self.jobs_cache.get(key)
+            if job is None:
+                job = self.jobs_cache[key] = JobRow(row._mapping, new=False)
+            found.append(job)
+        return found
+
+    def add_job(self, job: JobRow) -> None:
         self.jobs_cache[(job.workflow_id, job.jobid)] = job
 
     def forget_jobs(self, workflow_id: int) -> None:
@@ -191,7 +219,7 @@ class Preload:
 @dataclass
 class _Loaded:
     workflows: list[Workflow]  # held here: the session's identity map holds them weakly
-    jobs: dict[tuple[int, int], Job]
+    jobs: dict[tuple[int, int], JobRow]
     absent_jobs: set[tuple[int, int]]
 
 
@@ -199,20 +227,25 @@ _WORKFLOWS_BY_ID = select(Workflow).where(Workflow.id.in_(bindparam("ids", expan
 
 
 @lru_cache(maxsize=64)
-def _jobs_by_key(workflows: int) -> Select[Job]:
+def _jobs_by_key(workflows: int) -> Select[Any]:
     """The jobs of `workflows` workflows, each with its own list of job ids. Built once per
     number of workflows: building the expression cost more than running it."""
-    return select(Job).where(
+    return select(JOBS).where(
         or_(
             *(
                 and_(
-                    Job.workflow_id == bindparam(f"w{i}"),
-                    Job.jobid.in_(bindparam(f"j{i}", expanding=True)),
+                    JOBS.c.workflow_id == bindparam(f"w{i}"),
+                    JOBS.c.jobid.in_(bindparam(f"j{i}", expanding=True)),
                 )
                 for i in range(workflows)
             )
         )
     )
+
+
+_JOB_BY_KEY = select(JOBS).where(
+    JOBS.c.workflow_id == bindparam("workflow_id"), JOBS.c.jobid == bindparam("jobid")
+)
 
 
 def _preload(session: Session, wanted: list[Preload]) -> _Loaded:
@@ -222,7 +255,7 @@ def _preload(session: Session, wanted: list[Preload]) -> _Loaded:
         chunk = workflow_ids[start : start + KEYS_PER_QUERY]
         workflows += session.scalars(_WORKFLOWS_BY_ID, {"ids": chunk})
     keys = sorted({key for p in wanted for key in p.jobs})
-    jobs: dict[tuple[int, int], Job] = {}
+    jobs: dict[tuple[int, int], JobRow] = {}
     for start in range(0, len(keys), KEYS_PER_QUERY):
         by_workflow: dict[int, list[int]] = {}
         for workflow_id, jobid in keys[start : start + KEYS_PER_QUERY]:
@@ -231,17 +264,58 @@ def _preload(session: Session, wanted: list[Preload]) -> _Loaded:
         for i, (workflow_id, jobids) in enumerate(by_workflow.items()):
             params[f"w{i}"] = workflow_id
             params[f"j{i}"] = jobids
-        found = session.scalars(_jobs_by_key(len(by_workflow)), params)
-        jobs.update(((job.workflow_id, job.jobid), job) for job in found)
+        for row in session.execute(_jobs_by_key(len(by_workflow)), params):
+            jobs[(row.workflow_id, row.jobid)] = JobRow(row._mapping, new=False)
     return _Loaded(workflows, jobs, set(keys) - jobs.keys())
 
 
-def _announce(session: Session, changes: Changes) -> list[dict[str, Any]]:
+# A job row is written whole: one statement shape for every changed job.
+_UPDATE_JOB = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("p_id"))
+    .values({name: bindparam(f"p_{name}", type_=JOBS.c[name].type) for name in JOB_COLUMNS[1:]})
+)
+
+
+def _flush(session: Session, jobs: dict[tuple[int, int], JobRow]) -> None:
+    """Write what the batch changed so far: ORM objects (workflows, emitted events) first,
+    then the jobs, which may belong to a workflow just written."""
+    session.flush()
+    new = [job for job in jobs.values() if job.new]
+    changed = [job for job in jobs.values() if job.changed and not job.new]
+    if new:
+        _insert_jobs(session, new)
+    if changed:
+        session.execute(
+            _UPDATE_JOB, [{f"p_{k}": v for k, v in job.values().items()} for job in changed]
+        )
+    for job in (*new, *changed):
+        job.written()
+
+
+def _insert_jobs(session: Session, new: list[JobRow]) -> None:
+    """New jobs in one statement. On SQLite they are numbered here, as _number_new_rows
+    numbers events (the batch holds the write lock); elsewhere the database numbers them."""
+    if session.get_bind().dialect.name == "sqlite":
+        last = session.scalar(_LAST_JOB_ID) or 0
+        for number, job in enumerate(new, last + 1):
+            job.id = number
+        session.execute(insert(JOBS), [job.values() for job in new])
+        return
+    rows = [{k: v for k, v in job.values().items() if k != "id"} for job in new]
+    returning = insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True)
+    for job, number in zip(new, session.execute(returning, rows).scalars(), strict=True):
+        job.id = number
+
+
+def _announce(
+    session: Session, changes: Changes, jobs: dict[tuple[int, int], JobRow]
+) -> list[dict[str, Any]]:
     """Turn what a batch changed into numbered events, one per object with its final state,
     and return them as the feed sends them."""
+    _flush(session, jobs)  # ids for new rows; the counts below see every change
     if not changes:
         return []
-    session.flush()  # ids for new rows; the counts below see every change
     rules = changes.rules | {(job.workflow_id, job.rule) for job in changes.jobs.values()}
     counts = rule_counts(session, rules)
     now = utcnow()
@@ -287,25 +361,20 @@ def _insert_events(session: Session, rows: list[dict[str, Any]]) -> list[int]:
 
 
 def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
-    """SQLite only: give new jobs and events their keys just before a flush writes them.
+    """SQLite only: give new events their keys just before a flush writes them.
 
     Rows whose key the database picks are inserted one statement (one round trip to the
-    driver's thread) each, as SQLite cannot tell which key went to which row of a multi-row
-    INSERT; rows that come with their keys go in one statement. These are the keys SQLite
-    would pick: the batch holds the write lock, so nobody else inserts in between. Event seqs
+    driver) each, as SQLite cannot tell which key went to which row of a multi-row INSERT;
+    rows that come with their keys go in one statement. These are the keys SQLite would
+    pick: the batch holds the write lock, so nobody else inserts in between. Seqs
     (AUTOINCREMENT) continue from the highest ever handed out, which SQLite keeps in
-    sqlite_sequence and moves up to the seqs given here.
+    sqlite_sequence and moves up to the seqs given here. (Jobs are numbered the same way
+    in _insert_jobs.)
     """
     new = sorted(session.new, key=lambda obj: inspect(obj).insert_order)
-    jobs = [obj for obj in new if isinstance(obj, Job) and obj.id is None]
     events = [obj for obj in new if isinstance(obj, Event) and obj.seq is None]
-    connection = session.connection()
-    if jobs:
-        last = connection.scalar(_LAST_JOB_ID) or 0
-        for number, job in enumerate(jobs, last + 1):
-            job.id = number
     if events:
-        last = connection.scalar(_LAST_SEQ) or 0
+        last = session.connection().scalar(_LAST_SEQ) or 0
         for number, event in enumerate(events, last + 1):
             event.seq = number
 
@@ -541,7 +610,7 @@ def _transaction(session: Session, batch: list[_Pending]) -> Outcome:
         if tx.changes:
             changes.merge(tx.changes)
         results.append((True, value))
-    announced = _announce(session, changes)
-    session.flush()
+    announced = _announce(session, changes, loaded.jobs)
+    session.flush()  # events the operations emitted
     emitted = [event_message(event) for event in events]  # numbered now they are written
     return results, sorted([*emitted, *announced], key=lambda message: message["seq"])
