@@ -88,6 +88,11 @@ def message(workflow_id: int, msg: dict[str, Any]) -> bytes:
 
 
 def job_messages(workflow_id: int, jobid: int) -> list[bytes]:
+    return [message(workflow_id, body) for body in job_bodies(jobid)]
+
+
+def job_bodies(jobid: int) -> list[dict[str, Any]]:
+    """What Snakemake sends for one job, in order (writer.py sends the same)."""
     rule = RULES[jobid % len(RULES)]
     sample = f"s{jobid:04d}"
     info = {
@@ -104,9 +109,9 @@ def job_messages(workflow_id: int, jobid: int) -> list[bytes]:
         "resources": {"mem_mb": 100},
     }
     return [
-        message(workflow_id, {"level": "job_started", "jobs": [jobid]}),
-        message(workflow_id, info),
-        message(workflow_id, {"level": "job_finished", "jobid": jobid}),
+        {"level": "job_started", "jobs": [jobid]},
+        info,
+        {"level": "job_finished", "jobid": jobid},
     ]
 
 

@@ -21,37 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from ingest import job_bodies
 from sqlalchemy import func, select
 
 from panoptes import ingest
 from panoptes.config import Config, database_url
 from panoptes.models import Job
 from panoptes.service import Panoptes
-
-RULES = ("align", "sort", "index", "call", "report")
-
-
-def job_bodies(jobid: int) -> list[dict[str, object]]:
-    rule = RULES[jobid % len(RULES)]
-    sample = f"s{jobid:04d}"
-    info = {
-        "level": "job_info",
-        "jobid": jobid,
-        "name": rule,
-        "msg": f"{rule} {sample}",
-        "input": [f"data/{sample}.fq"],
-        "output": [f"out/{rule}/{sample}.bam"],
-        "log": [f"logs/{rule}/{sample}.log"],
-        "wildcards": {"sample": sample},
-        "shellcmd": f"tool {rule} data/{sample}.fq > out/{rule}/{sample}.bam",
-        "threads": 1,
-        "resources": {"mem_mb": 100},
-    }
-    return [
-        {"level": "job_started", "jobs": [jobid]},
-        info,
-        {"level": "job_finished", "jobid": jobid},
-    ]
 
 
 async def measure(folder: Path, submitters: int, workflows: int, jobs: int) -> tuple[float, float]:

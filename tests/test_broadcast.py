@@ -682,6 +682,21 @@ async def _exchange(port: int, request: bytes, workers: list[int]) -> tuple[int,
         writer.close()
 
 
+async def _subscribe_on_both_workers(
+    port: int, workflow_id: int, workers: list[int], at_least: int
+) -> list[ClientConnection]:
+    """Feed subscribers until both workers hold some (the kernel picks who accepts)."""
+    sockets: list[ClientConnection] = []
+    by_worker: dict[int, int] = {}
+    while len(by_worker) < 2 or len(sockets) < at_least:
+        assert len(sockets) < 40, f"every subscriber landed on one worker: {by_worker}"
+        ws = await connect(f"ws://127.0.0.1:{port}/ws/workflow/{workflow_id}")
+        sockets.append(ws)
+        owner = await _owner(ws.local_address[1], port, workers)
+        by_worker[owner] = by_worker.get(owner, 0) + 1
+    return sockets
+
+
 @pytest.fixture
 def hypercorn_workers(tmp_path: Path) -> Iterator[tuple[Shared, int, subprocess.Popen[bytes]]]:
     shared = Shared(tmp_path / "workers.db")
@@ -734,15 +749,7 @@ async def test_hypercorn_workers_share_live_events(
     await eventually(lambda: len(_children(process.pid)) >= 2, wait=10)
     workers = _children(process.pid)
 
-    # Subscribers until both workers hold some (the kernel picks who accepts).
-    sockets: list[ClientConnection] = []
-    by_worker: dict[int, int] = {}
-    while len(by_worker) < 2 or len(sockets) < 4:
-        assert len(sockets) < 40, f"every subscriber landed on one worker: {by_worker}"
-        ws = await connect(f"ws://127.0.0.1:{port}/ws/workflow/{workflow_id}")
-        sockets.append(ws)
-        owner = await _owner(ws.local_address[1], port, workers)
-        by_worker[owner] = by_worker.get(owner, 0) + 1
+    sockets = await _subscribe_on_both_workers(port, workflow_id, workers, at_least=4)
     hellos = [(await next_event(ws))["seq"] for ws in sockets]
 
     # Posts on fresh connections until both workers have written some.
@@ -779,14 +786,7 @@ async def test_metrics_from_any_worker_count_every_worker(
         msg = {"level": "job_info", "jobid": sum(stored.values()), "name": "sort"}
         owner = await _post_on_new_connection(port, workflow_id, msg, workers)
         stored[owner] = stored.get(owner, 0) + 1
-    sockets: list[ClientConnection] = []
-    subscribed: dict[int, int] = {}
-    while len(subscribed) < 2 or len(sockets) < 3:
-        assert len(sockets) < 40, f"every subscriber landed on one worker: {subscribed}"
-        ws = await connect(f"ws://127.0.0.1:{port}/ws/workflow/{workflow_id}")
-        sockets.append(ws)
-        owner = await _owner(ws.local_address[1], port, workers)
-        subscribed[owner] = subscribed.get(owner, 0) + 1
+    sockets = await _subscribe_on_both_workers(port, workflow_id, workers, at_least=3)
 
     async def scrape() -> tuple[int, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
         request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
