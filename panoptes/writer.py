@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Column,
+    Executable,
     Select,
     and_,
     bindparam,
@@ -294,17 +296,10 @@ def _flush(session: Session, jobs: dict[tuple[int, int], JobRow]) -> None:
 
 
 def _insert_jobs(session: Session, new: list[JobRow]) -> None:
-    """New jobs in one statement. On SQLite they are numbered here, as _number_new_rows
-    numbers events (the batch holds the write lock); elsewhere the database numbers them."""
-    if session.get_bind().dialect.name == "sqlite":
-        last = session.scalar(_LAST_JOB_ID) or 0
-        for number, job in enumerate(new, last + 1):
-            job.id = number
-        session.execute(insert(JOBS), [job.values() for job in new])
-        return
+    """New jobs in one statement, each given its id."""
     rows = [{k: v for k, v in job.values().items() if k != "id"} for job in new]
-    returning = insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True)
-    for job, number in zip(new, session.execute(returning, rows).scalars(), strict=True):
+    ids = _insert_numbered(session, JOBS.c.id, _LAST_JOB_ID, rows)
+    for job, number in zip(new, ids, strict=True):
         job.id = number
 
 
@@ -349,14 +344,25 @@ _LAST_SEQ = text(
 
 def _insert_events(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     """Write events with one statement; returns their seqs, in the order of `rows`."""
+    return _insert_numbered(session, _EVENTS.c.seq, _LAST_SEQ, rows)
+
+
+def _insert_numbered(
+    session: Session, key: Column[int], last: Executable, rows: list[dict[str, Any]]
+) -> list[int]:
+    """Insert rows into the table of `key` with one statement; returns their keys, in the
+    order of `rows`. SQLite would number the rows of a multi-row INSERT one statement at a
+    time (see _number_new_rows), so there they are numbered here, after the highest key
+    `last` finds: the batch holds the write lock. Elsewhere INSERT ... RETURNING gives them,
+    in parameter order."""
+    table = key.table
     if session.get_bind().dialect.name == "sqlite":
-        # SQLite would number them one INSERT at a time (see _number_new_rows).
-        last = session.scalar(_LAST_SEQ) or 0
-        seqs = list(range(last + 1, last + 1 + len(rows)))
-        numbered = [{**row, "seq": seq} for row, seq in zip(rows, seqs, strict=True)]
-        session.execute(insert(_EVENTS), numbered)
-        return seqs
-    returning = insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True)
+        start = (session.scalar(last) or 0) + 1
+        keys = list(range(start, start + len(rows)))
+        numbered = [{**row, key.name: number} for row, number in zip(rows, keys, strict=True)]
+        session.execute(insert(table), numbered)
+        return keys
+    returning = insert(table).returning(key, sort_by_parameter_order=True)
     return list(session.execute(returning, rows).scalars())
 
 
@@ -610,7 +616,6 @@ def _transaction(session: Session, batch: list[_Pending]) -> Outcome:
         if tx.changes:
             changes.merge(tx.changes)
         results.append((True, value))
-    announced = _announce(session, changes, loaded.jobs)
-    session.flush()  # events the operations emitted
+    announced = _announce(session, changes, loaded.jobs)  # flushes everything first
     emitted = [event_message(event) for event in events]  # numbered now they are written
     return results, sorted([*emitted, *announced], key=lambda message: message["seq"])
