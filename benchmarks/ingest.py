@@ -40,7 +40,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from server import Server, form_body
+from server import BARE_APP, Server, form_body
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADGEN = ROOT / ".cache" / "loadgen" / "release" / "panoptes-loadgen"
@@ -321,32 +321,10 @@ def run(
             server.stop()
 
 
-class BareServer(Server):
-    """benchmarks/bare_asgi.py on Hypercorn with panoptes's settings: the HTTP ceiling."""
-
-    def start(self, timeout: float = 60.0) -> BareServer:
-        command = [sys.executable, "-m", "hypercorn", "--workers", str(self.workers)]
-        command += ["--worker-class", "uvloop", "--backlog", "2048"]
-        command += ["--bind", f"127.0.0.1:{self.port}", "bare_asgi:app"]
-        log = self.db.with_suffix(".log").open("ab")
-        here = Path(__file__).resolve().parent
-        self.process = subprocess.Popen(command, cwd=here, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bare_asgi exited early:\n{self.log()}")
-            try:
-                httpx.get(self.url, timeout=1)
-                return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"bare_asgi did not start:\n{self.log()}")
-
-
 def run_bare(args: argparse.Namespace, concurrency: int, folder: Path, workers: int) -> Result:
     """The same load against bare_asgi.py: nothing is stored, so nothing is checked."""
-    server = BareServer(db=folder / f"bare-{len(list(folder.iterdir()))}.db", workers=workers)
-    server.start()
+    db = folder / f"bare-{len(list(folder.iterdir()))}.db"  # names only the log
+    server = Server(db=db, workers=workers, app=BARE_APP).start()
     try:
         work = units(list(range(1, args.workflows * args.rounds + 1)), args.jobs)
         server_cpu = server.cpu_seconds()

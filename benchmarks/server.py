@@ -22,6 +22,9 @@ from urllib.parse import urlencode
 import httpx
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+HERE = Path(__file__).resolve().parent
+PANOPTES_APP = "panoptes.app:create_app()"
+BARE_APP = "bare_asgi:app"  # benchmarks/bare_asgi.py
 
 
 def form_body(workflow_id: int, msg: dict[str, Any], stamp: str | None = None) -> str:
@@ -49,6 +52,8 @@ class Server:
     workers: int = 1
     # Another database than the SQLite file `db` (whose name then only places the log).
     db_url: str | None = None
+    # What Hypercorn serves: panoptes, or BARE_APP (Hypercorn alone, storing nothing).
+    app: str = PANOPTES_APP
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,30 +67,31 @@ class Server:
 
     def start(self, timeout: float = 60.0) -> Server:
         log = self.db.with_suffix(".log").open("ab")
-        database = self.db_url or str(self.db)
+        database = self.db_url or str(self.db.resolve())  # the server runs in HERE
         command = [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", database]
         env = {**os.environ, **self.env}
-        if self.workers > 1:
+        if self.workers > 1 or self.app != PANOPTES_APP:
             command = [sys.executable, "-m", "hypercorn", "--workers", str(self.workers)]
             command += ["--worker-class", "uvloop", "--backlog", "2048"]
-            command += ["--bind", f"127.0.0.1:{self.port}", "panoptes.app:create_app()"]
+            command += ["--bind", f"127.0.0.1:{self.port}", self.app]
             env["PANOPTES_DB_URL"] = database
         self.process = subprocess.Popen(
             command,
             env=env,
+            cwd=HERE,  # where hypercorn finds bare_asgi
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"panoptes exited early:\n{self.log()}")
+                raise RuntimeError(f"{self.app} exited early:\n{self.log()}")
             try:
                 if httpx.get(f"{self.url}/api/service-info", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError(f"panoptes did not start:\n{self.log()}")
+        raise RuntimeError(f"{self.app} did not start:\n{self.log()}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
