@@ -57,8 +57,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
-        for outcome in ("stored", "duplicate", "refused"):
-            self.events.labels(outcome=outcome)  # listed at 0 before the first message
+        # One child per outcome, made now: listed at 0 before the first message, and not
+        # looked up again for every message.
+        self.outcomes = {
+            outcome: self.events.labels(outcome=outcome)
+            for outcome in ("stored", "duplicate", "refused")
+        }
         self.ingest_seconds = Histogram(
             "panoptes_ingest_seconds",
             "Time from receiving a client message to acknowledging it (stored and committed)",

@@ -150,9 +150,9 @@ class IngestEndpoint:
             stored = await service.ingest(message)
         except (BadRequest, DomainError) as exc:  # DomainError: unknown workflow, bad fields
             log.warning("refused a message from %s: %s", client, exc)
-            service.metrics.events.labels(outcome="refused").inc()
+            service.metrics.outcomes["refused"].inc()
             return exc.status, error_body(exc.error, exc.detail), {}
-        service.metrics.events.labels(outcome="stored" if stored else "duplicate").inc()
+        service.metrics.outcomes["stored" if stored else "duplicate"].inc()
         return 200, {"status": "ok" if stored else "duplicate"}, {}
 
     async def _body(self, receive: Any, headers: dict[str, str]) -> bytes:
