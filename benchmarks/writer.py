@@ -27,13 +27,13 @@ from sqlalchemy import func, select
 from panoptes import ingest
 from panoptes.config import Config, database_url
 from panoptes.models import Job
-from panoptes.service import Panoptes
+from panoptes.service import Service
 
 
 async def measure(folder: Path, submitters: int, workflows: int, jobs: int) -> tuple[float, float]:
     """(messages per batch, CPU seconds per message) for one fresh database."""
     db = folder / f"writer-{submitters}.db"
-    service = Panoptes(Config(db_url=database_url(str(db)), stale_hours=0))
+    service = Service(Config(db_url=database_url(str(db)), stale_hours=0))
     await service.open()
     try:
         ids = [(await service.register(ingest.Registration()))["id"] for _ in range(workflows)]

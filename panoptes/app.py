@@ -1,4 +1,4 @@
-"""create_app: wires the database, writer, hub and blueprints together; nothing else."""
+"""create_app: wires the service, blueprints and one error handler together; nothing else."""
 
 from __future__ import annotations
 
@@ -7,25 +7,27 @@ import logging
 from quart import Quart, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
-from . import auth
 from .config import Config
-from .routes import api, feed, metrics, pages, wms
-from .routes.common import BadRequest, crash_detail, error_response, render_page, too_large
-from .service import Panoptes
-from .writer import DomainError
-from .wscompression import set_compression
+from .errors import MethodNotAllowed, PanoptesError, TooLarge, Unavailable, crash_detail
+from .routes import api, auth, feed, ingest, metrics, pages, wms
+from .routes.html import render_page
+from .routes.respond import error_response
+from .service import Service
+from .serving import close_feeds_on_signals, set_ws_compression
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Config | None = None) -> Quart:
+def create_app(config: Config | None = None, *, fast_ingest: bool = True) -> Quart:
+    """The app. `fast_ingest=False` leaves POST /update_workflow_status to its Quart route
+    instead of the fast endpoint in front of the app (the parity test compares the two)."""
     config = config or Config.from_env()
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["BODY_TIMEOUT"] = wms.BODY_TIMEOUT_SECONDS
-    # A process-wide Hypercorn setting (it has no option for it); see wscompression.py.
-    set_compression(config.ws_compression)
-    service = Panoptes(config)
+    # A process-wide Hypercorn setting (it has no option for it); see serving.py.
+    set_ws_compression(config.ws_compression)
+    service = Service(config)
     app.extensions["panoptes"] = service
 
     app.register_blueprint(wms.bp)
@@ -34,12 +36,14 @@ def create_app(config: Config | None = None) -> Quart:
     app.register_blueprint(pages.bp)
     app.register_blueprint(metrics.bp)
     _register_errors(app)
-    wms.install(app, config)  # inside auth's /t/<token>/ prefix handling
+    if fast_ingest:
+        ingest.install(app, config)  # inside auth's /t/<token>/ prefix handling
     auth.install(app, config)
 
     @app.before_serving
     async def start() -> None:
         await service.start()
+        close_feeds_on_signals(service.hub)
 
     @app.after_serving
     async def stop() -> None:
@@ -59,37 +63,49 @@ def _wants_html() -> bool:
     return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
 
 
-async def _error(status: int, error: str, detail: str) -> Response:
+async def _error(exc: PanoptesError) -> Response:
     if _wants_html():
-        html = await render_page("error.html", status=status, error=error, detail=detail, seq=0)
-        return Response(html, status=status, content_type="text/html; charset=utf-8")
-    return error_response(status, error, detail)
+        html = await render_page(
+            "error.html", status=exc.status, error=exc.error, detail=exc.detail, seq=0
+        )
+        response = Response(html, status=exc.status, content_type="text/html; charset=utf-8")
+        response.headers.update(exc.headers)
+        return response
+    return error_response(exc)
+
+
+def _from_werkzeug(exc: HTTPException, max_body: int) -> PanoptesError:
+    """Quart's own refusals (no such route, wrong method, a body over the limit) as ours."""
+    status = exc.code or 500
+    if status == 413:
+        return TooLarge(max_body)
+    if status == 405 and exc.response is None:
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:
+            return MethodNotAllowed(sorted(allowed))
+    return PanoptesError(exc.description or "", status=status, error=(exc.name or "error").lower())
 
 
 def _register_errors(app: Quart) -> None:
-    @app.errorhandler(BadRequest)
-    async def bad_request(exc: BadRequest) -> Response:
-        return await _error(exc.status, exc.error, exc.detail)
-
-    @app.errorhandler(DomainError)
-    async def refused(exc: DomainError) -> Response:
-        return await _error(exc.status, exc.error, exc.detail)
+    @app.errorhandler(PanoptesError)
+    async def refused(exc: PanoptesError) -> Response:
+        return await _error(exc)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        detail = exc.description or ""
-        if status == 413:
-            detail = too_large(app.config["MAX_CONTENT_LENGTH"])
-        return await _error(status, (exc.name or "error").lower(), detail)
+        return await _error(_from_werkzeug(exc, app.config["MAX_CONTENT_LENGTH"]))
 
     @app.errorhandler(Exception)
     async def crashed(exc: Exception) -> Response:
         if not has_request_context():
             log.exception("unhandled error in a websocket handler")
-            return error_response(500, "internal error", type(exc).__name__)
+            return error_response(
+                PanoptesError(type(exc).__name__, status=500, error="internal error")
+            )
         log.exception("unhandled error on %s %s", request.method, request.path)
+        detail = crash_detail(exc)
         # Snakemake 7/8 abort the user's run on a 500 from the paths they call, and
         # carry on after a 503.
-        status = 503 if wms.called_by_clients(request.method, request.path) else 500
-        return error_response(status, "internal error", crash_detail(exc))
+        if wms.called_by_clients(request.method, request.path):
+            return error_response(Unavailable(detail, error="internal error"))
+        return error_response(PanoptesError(detail, status=500, error="internal error"))

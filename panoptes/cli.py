@@ -10,24 +10,21 @@ import asyncio
 import ipaddress
 import logging
 import math
-import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.utils import LifespanFailureError
 from sqlalchemy.engine import make_url
 
-from . import __version__
+from . import __version__, serving
 from .app import create_app
 from .config import Config, ConfigError
-from .db import make_engine
-from .migrations import SchemaError, schema_state, sqlite_file, upgrade_schema
-from .service import Panoptes
+from .db import make_engine, sqlite_file
+from .migrations import SchemaError, schema_state, upgrade_schema
+from .service import Service
 
 EPILOG = """\
 Snakemake clients:
@@ -76,9 +73,6 @@ DB_EPILOG = """\
             went silent, more than --days days ago (default PANOPTES_RETENTION_DAYS);
             Running workflows are never removed
 """
-
-
-MAX_INCOMING_WS_BYTES = 64 * 1024
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -139,36 +133,8 @@ def _add_db_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 async def run(config: Config) -> None:
-    app = create_app(config)
-    hyper = HypercornConfig()
-    hyper.bind = [
-        f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
-    ]
-    hyper.accesslog = None
-    # Hypercorn's default of 100 pending connections drops the SYNs of a larger burst
-    # (hundreds of jobs' clients at once), and each dropped one waits 1 s to retry.
-    hyper.backlog = 2048
-    hyper.graceful_timeout = 10.0
-    # No protocol-level pings: the feed sends its own JSON ping every ws_ping_seconds, which
-    # keeps proxies open and finds dead peers, and Hypercorn's ping task outlives a closed
-    # connection by up to one interval, holding up shutdown that long.
-    hyper.websocket_ping_interval = None
-    # Feed clients only ever send pings and close frames; anything bigger is refused (1009).
-    hyper.websocket_max_message_size = MAX_INCOMING_WS_BYTES
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    async def shutdown_trigger() -> None:
-        await stop.wait()
-        # Feed connections never end by themselves: close them (1001, going away) so
-        # shutdown does not wait out the grace period; clients reconnect with since=.
-        app.extensions["panoptes"].hub.end_all()
-
-    # Hypercorn stops accepting, finishes requests in flight, then runs after_serving,
-    # which commits whatever the writer still holds: nothing acknowledged is lost.
-    await serve(app, hyper, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    """Serve the app until SIGINT/SIGTERM (serving.py has the settings and shutdown)."""
+    await serving.serve(create_app(config), config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,7 +259,7 @@ async def db_prune(config: Config, args: argparse.Namespace) -> int:
         print(f"panoptes db prune: there is no database file {missing}", file=sys.stderr)
         return 1
     # Through the service, so the deletions are events like any other; never migrates.
-    service = Panoptes(replace(config, auto_migrate=False))
+    service = Service(replace(config, auto_migrate=False))
     try:
         await service.open()
         removed = await service.prune(days)

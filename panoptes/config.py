@@ -100,7 +100,8 @@ class Config:
     db_url: str = field(default_factory=lambda: database_url(DEFAULT_DB_FILE))
     # A Running workflow silent for this long becomes Stale; 0 disables the check.
     stale_hours: float = 48.0
-    # Read paths re-check for stale runs when the last check is older than this.
+    # The sweeper records (and announces) runs gone Stale every 6 x this many seconds (at
+    # least 6 s); reads show a silent run as Stale at once, recorded yet or not.
     stale_check_seconds: float = 10.0
     # Largest request body accepted anywhere, in bytes.
     max_body_bytes: int = 4 * 1024 * 1024
@@ -113,7 +114,7 @@ class Config:
     ws_ping_seconds: float = 20.0
     # Events a subscriber may fall behind before it is told to resync.
     subscriber_queue: int = 1000
-    # Compress feed frames (permessage-deflate): ~200 KiB per connection; see wscompression.py.
+    # Compress feed frames (permessage-deflate): ~200 KiB per connection; see serving.py.
     ws_compression: bool = False
     # Feed connections one client address may hold open at once; 0: no limit.
     max_feed_per_client: int = 100

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -41,6 +42,16 @@ def json_loads(text: str | bytes) -> Any:
 
 JSON_OPTIONS: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
 SQLITE_TIMEOUT_SECONDS = 10
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file of an SQLite URL; None for other databases and in-memory ones."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or url.query.get("mode") == "memory":
+        return None
+    return Path(database)
 
 
 def make_engine(url: str) -> AsyncEngine:

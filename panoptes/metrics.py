@@ -82,19 +82,31 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         self.subscribers.set(0)
+        # Moves the state machine refused (status.py's tables), e.g. a late progress 8/8 for a
+        # cancelled run: by machine ("workflow" or "job"), state and trigger.
+        self.refused_moves = Counter(
+            "panoptes_refused_moves",
+            "Workflow and job moves the state machine refused, by machine, state and trigger",
+            ["machine", "state", "trigger"],
+            registry=self.registry,
+        )
         self._workflows = _Workflows()
         self.registry.register(self._workflows)
+
+    def count_refused(self, refused: list[tuple[str, str, str]]) -> None:
+        for machine, state, trigger in refused:
+            self.refused_moves.labels(machine=machine, state=state, trigger=trigger).inc()
 
     def render(self, workflow_counts: dict[str, int]) -> bytes:
         self._workflows.counts = workflow_counts
         if self.shared is None:
             return generate_latest(self.registry)
         every_process = CollectorRegistry()
-        MultiProcessCollector(every_process, path=self.shared)
+        MultiProcessCollector(every_process, path=self.shared)  # type: ignore[no-untyped-call]
         every_process.register(self._workflows)
         return generate_latest(every_process)
 
     def close(self) -> None:
         """This process stops: its subscribers no longer count (its counters still do)."""
         if self.shared is not None:
-            mark_process_dead(os.getpid(), self.shared)
+            mark_process_dead(os.getpid(), self.shared)  # type: ignore[no-untyped-call]

@@ -17,9 +17,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from .status import JobStatus, WorkflowStatus
 
@@ -90,6 +92,20 @@ class Workflow(Base):
     last_digest: Mapped[str | None] = mapped_column(String(64))
     # The text of the last `error` message: the job_error that follows it is its cause.
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+def silent_since(cutoff: datetime) -> ColumnElement[bool]:
+    """Running workflows with no event since `cutoff`: Stale, whether recorded yet or not."""
+    return and_(Workflow.status == WorkflowStatus.RUNNING, Workflow.updated_at < cutoff)
+
+
+def is_silent(wf: Workflow, stale_before: datetime | None) -> bool:
+    """silent_since in Python, for one workflow (None: the check is off)."""
+    return (
+        stale_before is not None
+        and wf.status == WorkflowStatus.RUNNING
+        and wf.updated_at < stale_before
+    )
 
 
 class Job(Base):

@@ -1,19 +1,22 @@
-"""The read side: every query the API, feed and pages make. Each is one indexed statement."""
+"""The read side: every query the API, feed and pages make. Each is one indexed statement.
+
+A Running workflow that has gone silent for PANOPTES_STALE_HOURS is shown, filtered and
+counted as Stale here (`stale_before`) before the sweeper records it, so that reads never
+need to write.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
-from functools import lru_cache
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 
-from .models import Event, Job, Workflow
-from .status import JobStatus
-from .views import event_message
+from .models import Event, Job, Workflow, is_silent, silent_since
+from .shapes import count_job, event_message, rule_view, workflow_view
+from .status import WORKFLOW_LEVEL_PREFIX, WorkflowStatus
 
 
 @dataclass(frozen=True)
@@ -23,23 +26,40 @@ class Page:
     cursor: int | None = None
 
 
+def _shown_status(stale_before: datetime | None) -> ColumnElement[str]:
+    """A workflow's status as reads show it."""
+    if stale_before is None:
+        return Workflow.__table__.c.status
+    return case((silent_since(stale_before), WorkflowStatus.STALE.value), else_=Workflow.status)
+
+
+def shown(wf: Workflow, stale_before: datetime | None) -> dict[str, Any]:
+    """A workflow as reads show it: Stale once silent, recorded yet or not."""
+    view = workflow_view(wf)
+    if is_silent(wf, stale_before):
+        view["status"] = WorkflowStatus.STALE.value
+    return view
+
+
 async def list_workflows(
     session: AsyncSession,
     page: Page,
     statuses: list[str] | None = None,
     search: str | None = None,
-) -> tuple[list[Workflow], int]:
+    stale_before: datetime | None = None,
+) -> tuple[list[dict[str, Any]], int]:
     """Newest first. `cursor` is the id of the last workflow of the previous page."""
     conditions = []
     if statuses:
-        conditions.append(Workflow.status.in_(statuses))
+        conditions.append(_shown_status(stale_before).in_(statuses))
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conditions.append(Workflow.name.ilike(f"%{escaped}%", escape="\\"))
     query = select(Workflow).where(*conditions).order_by(Workflow.id.desc())
     if page.cursor is not None:
         query = query.where(Workflow.id < page.cursor)
-    workflows = list(await session.scalars(query.offset(page.offset).limit(page.limit)))
+    found = list(await session.scalars(query.offset(page.offset).limit(page.limit)))
+    workflows = [shown(wf, stale_before) for wf in found]
     if _is_everything(page, len(workflows)):
         return workflows, len(workflows)
     count = await session.scalar(select(func.count()).select_from(Workflow).where(*conditions))
@@ -52,13 +72,24 @@ def _is_everything(page: Page, rows: int) -> bool:
     return page.offset == 0 and page.cursor is None and rows < page.limit
 
 
-async def status_counts(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(select(Workflow.status, func.count()).group_by(Workflow.status))
+async def status_counts(
+    session: AsyncSession, stale_before: datetime | None = None
+) -> dict[str, int]:
+    status = _shown_status(stale_before)
+    rows = await session.execute(select(status, func.count()).group_by(status))
     return {status: count for status, count in rows}
 
 
-async def get_workflow(session: AsyncSession, workflow_id: int) -> Workflow | None:
-    return await session.get(Workflow, workflow_id)
+async def get_workflow(
+    session: AsyncSession, workflow_id: int, stale_before: datetime | None = None
+) -> dict[str, Any] | None:
+    wf = await session.get(Workflow, workflow_id)
+    return None if wf is None else shown(wf, stale_before)
+
+
+async def workflow_exists(session: AsyncSession, workflow_id: int) -> bool:
+    found = await session.scalar(select(Workflow.id).where(Workflow.id == workflow_id))
+    return found is not None
 
 
 async def list_jobs(
@@ -90,10 +121,6 @@ async def get_job(session: AsyncSession, workflow_id: int, jobid: int) -> Job | 
     )
 
 
-def _empty_rule(name: str) -> dict[str, Any]:
-    return {"rule": name, "total": 0, "done": 0, "running": 0, "error": 0, "waiting": 0}
-
-
 async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[str, Any]]:
     """Per rule: how many of its jobs are done, running, failed, waiting; sorted by rule."""
     rows = await session.execute(
@@ -103,63 +130,8 @@ async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[st
     )
     rules: dict[str, dict[str, Any]] = {}
     for rule, status, count in rows:
-        entry = rules.setdefault(rule or "", _empty_rule(rule or ""))
-        entry[JobStatus(status).value.lower()] += count
-        entry["total"] += count
+        count_job(rules.setdefault(rule or "", rule_view(rule)), status, count)
     return [rules[name] for name in sorted(rules)]
-
-
-# Keeps each statement well inside every database's limit on bound parameters.
-KEYS_PER_QUERY = 500
-
-
-@lru_cache(maxsize=64)
-def _rule_counts_query(workflows: int, unnamed: bool) -> Select[int, str | None, str, int]:
-    """Counts by (workflow, rule, status) for `workflows` workflows, each with its own list
-    of rules, and (if `unnamed`) the jobs with no rule yet of a list of workflows. Built once
-    per shape: building the expression cost more than running it."""
-    matches = [
-        and_(
-            Job.workflow_id == bindparam(f"w{i}"), Job.rule.in_(bindparam(f"r{i}", expanding=True))
-        )
-        for i in range(workflows)
-    ]
-    if unnamed:
-        matches.append(
-            and_(Job.workflow_id.in_(bindparam("unnamed", expanding=True)), Job.rule.is_(None))
-        )
-    return (
-        select(Job.workflow_id, Job.rule, Job.status, func.count())
-        .where(or_(*matches))
-        .group_by(Job.workflow_id, Job.rule, Job.status)
-    )
-
-
-def rule_counts(
-    session: Session, keys: Collection[tuple[int, str | None]]
-) -> dict[tuple[int, str | None], dict[str, Any]]:
-    """The counts of some rules, by (workflow id, rule); a job whose rule is not known yet
-    counts under None (shown as "")."""
-    counts = {key: _empty_rule(key[1] or "") for key in keys}
-    ordered = sorted(keys, key=lambda key: (key[0], key[1] or ""))
-    for start in range(0, len(ordered), KEYS_PER_QUERY):
-        named: dict[int, list[str]] = {}
-        unnamed: list[int] = []
-        for workflow_id, rule in ordered[start : start + KEYS_PER_QUERY]:
-            if rule is None:
-                unnamed.append(workflow_id)
-            else:
-                named.setdefault(workflow_id, []).append(rule)
-        params: dict[str, Any] = {"unnamed": unnamed} if unnamed else {}
-        for i, (workflow_id, rules) in enumerate(named.items()):
-            params[f"w{i}"] = workflow_id
-            params[f"r{i}"] = rules
-        rows = session.execute(_rule_counts_query(len(named), bool(unnamed)), params)
-        for workflow_id, rule, status, count in rows:
-            entry = counts[(workflow_id, rule)]
-            entry[JobStatus(status).value.lower()] += count
-            entry["total"] += count
-    return counts
 
 
 async def events_since(
@@ -170,7 +142,7 @@ async def events_since(
     if workflow_id is not None:
         query = query.where(Event.workflow_id == workflow_id)
     else:
-        query = query.where(Event.type.startswith("workflow."))
+        query = query.where(Event.type.startswith(WORKFLOW_LEVEL_PREFIX))
     return [event_message(event) for event in await session.scalars(query)]
 
 

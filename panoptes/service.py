@@ -1,4 +1,10 @@
-"""The running server's parts (database, writer, hub) and the changes users can ask for."""
+"""The running server's parts (database, writer, hub) and the operations users ask for.
+
+`Service` owns what lives as long as the server: the engine and read sessions, the writer
+(the only write path), the hub (live fan-out) and the metrics. Its methods are what the
+routes call: register a run, apply a message, rename, cancel, delete, prune. Each change is
+one operation submitted to the writer, written against the store's `Tx`; none runs SQL.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +16,22 @@ from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from . import ingest
-from .broadcast import backend_for
 from .config import Config
 from .db import make_engine, make_sessionmaker
-from .hub import Hub
+from .errors import Conflict, NotFound
+from .hub import Hub, backend_for
+from .ingest import machine
 from .metrics import Metrics
 from .migrations import check_schema, upgrade_schema
-from .models import Event, Workflow, utcnow
+from .models import Workflow, is_silent, utcnow
 from .queries import EventLog
-from .status import FINISHED, WorkflowStatus, can_move
-from .writer import DomainError, Tx, Writer
+from .shapes import workflow_view
+from .status import FINISHED, EventKind, Trigger, WorkflowStatus
+from .store import Preload, Tx, Writer
 
 log = logging.getLogger(__name__)
 W = WorkflowStatus
@@ -35,17 +43,7 @@ PRUNE_BATCH = 200
 PRUNABLE = frozenset({*FINISHED, W.STALE})
 
 
-class NotFound(DomainError):
-    status = 404
-    error = "not found"
-
-
-class Conflict(DomainError):
-    status = 409
-    error = "conflict"
-
-
-class Panoptes:
+class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.engine = make_engine(config.db_url)
@@ -59,8 +57,9 @@ class Panoptes:
         self.hub.on_count = self.metrics.subscribers.set
         # Open feed connections per client address, for PANOPTES_MAX_FEED_PER_CLIENT.
         self.feed_clients: Counter[str] = Counter()
-        self.writer = Writer(self.engine, self.hub.publish, config.write_batch_size)
-        self._last_sweep = 0.0
+        self.writer = Writer(
+            self.engine, self.hub.publish, config.write_batch_size, self.metrics.count_refused
+        )
         self._last_prune = 0.0
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -92,32 +91,37 @@ class Panoptes:
     # ---- ingest
 
     async def register(self, request: ingest.Registration) -> dict[str, Any]:
-        from .views import workflow_view
-
         def op(tx: Tx) -> dict[str, Any]:
-            wf = ingest.register_workflow(tx, request, self.config.stale_hours)
-            tx.session.flush()
+            wf = machine.register_workflow(tx, request, self.config.stale_hours)
+            tx.flush()  # its id
             return workflow_view(wf)
 
         return await self.writer.submit(op)
 
     async def ingest(self, message: ingest.Message) -> bool:
-        return await self.writer.submit(
-            lambda tx: ingest.apply_message(tx, message), ingest.rows_to_load(message)
+        workflow_id = message.workflow_id
+        rows = Preload(
+            workflows=(workflow_id,), jobs=tuple((workflow_id, j) for j in message.jobids())
         )
+        return await self.writer.submit(lambda tx: machine.apply_message(tx, message), rows)
 
     # ---- stale runs
 
+    def stale_before(self, now: datetime | None = None) -> datetime | None:
+        """Running workflows last heard of before this are Stale (None: never), whether or
+        not the sweeper has recorded it yet: reads show them so (queries.py)."""
+        if self.config.stale_hours <= 0:
+            return None
+        return (now or utcnow()) - timedelta(hours=self.config.stale_hours)
+
     async def sweep_stale(self) -> int:
-        self._last_sweep = time.monotonic()
+        """Record (and announce) the Running workflows that have gone Stale."""
         if self.config.stale_hours <= 0:
             return 0
-        return await self.writer.submit(lambda tx: ingest.sweep_stale(tx, self.config.stale_hours))
+        return await self.writer.submit(self._sweep)
 
-    async def sweep_if_due(self) -> None:
-        """Read paths call this so a silent run shows Stale without waiting for the timer."""
-        if time.monotonic() - self._last_sweep >= self.config.stale_check_seconds:
-            await self.sweep_stale()
+    def _sweep(self, tx: Tx) -> int:
+        return machine.sweep_stale(tx, self.config.stale_hours)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -151,34 +155,18 @@ class Panoptes:
         """Remove Done, Error, Cancelled and Stale workflows that ended (Stale: went silent)
         more than `days` ago, with their jobs and events. Returns how many were removed."""
         cutoff = (now or utcnow()) - timedelta(days=days)
+
+        def op(tx: Tx) -> int:
+            expired = tx.ended_before(cutoff, PRUNABLE, PRUNE_BATCH)
+            tx.remove_workflows(expired, with_events=True)
+            return len(expired)
+
         removed = 0
         while True:
-            count = await self.writer.submit(lambda tx: self._prune_batch(tx, cutoff))
+            count = await self.writer.submit(op)
             removed += count
             if count < PRUNE_BATCH:
                 return removed
-
-    def _prune_batch(self, tx: Tx, cutoff: datetime) -> int:
-        ended = func.coalesce(Workflow.finished_at, Workflow.updated_at)
-        tx.flush()  # the batch's changes to these columns count
-        expired = list(
-            tx.session.scalars(
-                select(Workflow)
-                .where(Workflow.status.in_(PRUNABLE), ended < cutoff)
-                .order_by(Workflow.id)
-                .limit(PRUNE_BATCH)
-            )
-        )
-        if expired:
-            # Their events go too, before the deletion events are written: a feed client
-            # resuming from before still learns of the deletion, and nothing else about them.
-            ids = [wf.id for wf in expired]
-            tx.session.execute(
-                delete(Event).where(Event.workflow_id.in_(ids)),
-                execution_options={"synchronize_session": False},
-            )
-        self._remove(tx, expired)
-        return len(expired)
 
     async def prune_expired(self) -> int:
         """Apply PANOPTES_RETENTION_DAYS, if set: at start, then hourly from the sweeper."""
@@ -201,7 +189,7 @@ class Panoptes:
     # ---- what users change through the API and pages
 
     def _existing(self, tx: Tx, workflow_id: int) -> Workflow:
-        wf = tx.session.get(Workflow, workflow_id)
+        wf = tx.workflow(workflow_id)
         if wf is None:
             raise NotFound(f"no workflow with id {workflow_id}")
         return wf
@@ -211,12 +199,11 @@ class Panoptes:
             wf = self._existing(tx, workflow_id)
             if wf.name == name:
                 return wf
-            tx.flush()  # a workflow this batch registered or renamed may have it
-            taken = tx.session.scalar(select(Workflow.id).where(Workflow.name == name))
+            taken = tx.workflow_named(name)
             if taken is not None:
-                raise Conflict(f"another workflow (id {taken}) is already named {name!r}")
+                raise Conflict(f"another workflow (id {taken.id}) is already named {name!r}")
             wf.name = name
-            tx.changed_workflow(wf, "workflow.renamed")
+            tx.changed_workflow(wf, EventKind.WORKFLOW_RENAMED)
             return wf
 
         try:
@@ -229,12 +216,12 @@ class Panoptes:
             wf = self._existing(tx, workflow_id)
             if wf.status == W.CANCELLED:
                 return wf
-            if not can_move(wf.status, W.CANCELLED):
+            if not machine.can(wf, Trigger.CANCELLED):
                 raise Conflict(
                     f"workflow {workflow_id} is {wf.status}; only Running or Stale "
                     "workflows can be cancelled"
                 )
-            ingest.cancel_workflow(tx, wf)
+            machine.cancel_workflow(tx, wf)
             return wf
 
         return await self.writer.submit(op)
@@ -242,31 +229,16 @@ class Panoptes:
     async def delete(self, workflow_id: int) -> None:
         def op(tx: Tx) -> None:
             wf = self._existing(tx, workflow_id)
-            if wf.status == W.RUNNING:
+            # A run that has gone silent is Stale, as the pages show it, swept or not yet.
+            if wf.status == W.RUNNING and not is_silent(wf, self.stale_before()):
                 raise Conflict(
                     f"workflow {workflow_id} is still running; cancel it first with "
                     f"POST /api/workflow/{workflow_id}/cancel",
                     error="workflow is running",
                 )
-            self._remove(tx, [wf])
+            tx.remove_workflows([wf])
 
         await self.writer.submit(op)
 
-    def _remove(self, tx: Tx, workflows: list[Workflow]) -> None:
-        for wf in workflows:
-            tx.session.delete(wf)
-        # First: what the batch had pending for their jobs is not written (their rows go
-        # with them), and the deletion is announced.
-        tx.deleted_workflows([wf.id for wf in workflows])
-        tx.flush()  # gone for the rest of the batch: a later get() finds nothing
-
     async def delete_all(self) -> int:
-        def op(tx: Tx) -> int:
-            tx.flush()  # what the batch added goes too
-            ids = list(tx.session.scalars(select(Workflow.id)))
-            count = tx.session.scalar(select(func.count()).select_from(Workflow))
-            tx.session.execute(delete(Workflow))
-            tx.deleted_workflows(ids)
-            return count or 0
-
-        return await self.writer.submit(op)
+        return await self.writer.submit(lambda tx: tx.remove_all_workflows())

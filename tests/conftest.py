@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from quart.typing import TestClientProtocol as Client
 
 from panoptes.app import create_app
 from panoptes.config import Config, database_url
+from panoptes.hub import Hub, Subscription
 
 ROOT = Path(__file__).resolve().parent.parent
 # Real recorded client traffic (one HTTP request per line) and the Snakefile it came from.
@@ -117,6 +118,23 @@ def client(app: Quart) -> Client:
     return app.test_client()
 
 
+_held: list[AbstractContextManager[Subscription]] = []
+
+
+def subscribed(hub: Hub, workflow_id: int | None = None) -> Subscription:
+    """A subscription held until the test ends."""
+    held = hub.subscribe(workflow_id)
+    _held.append(held)  # a context nobody holds is closed, and its subscription ended
+    return held.__enter__()
+
+
+@pytest.fixture(autouse=True)
+def _release_subscriptions() -> Iterator[None]:
+    yield
+    while _held:
+        _held.pop().__exit__(None, None, None)
+
+
 def form_body(workflow_id: int | str, msg: dict[str, Any]) -> str:
     """An update exactly as the Snakemake 9 plugin encodes it."""
     return urlencode({"msg": json.dumps(msg), "timestamp": time.asctime(), "id": str(workflow_id)})
@@ -165,12 +183,13 @@ class LiveServer:
         self.log_path = self.db.with_suffix(f".{self.port}.log")
         env = {**os.environ, **self.env}
         database = self.db_url or str(self.db)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", database],
-            env=env,
-            stdout=self.log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("wb") as log:  # the process has its own copy of the file
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", database],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -19,7 +19,7 @@ from panoptes import __version__
 from panoptes.config import Config
 from panoptes.models import Event, Job, Workflow
 from panoptes.routes import pages, wms
-from panoptes.service import Panoptes
+from panoptes.service import Service
 
 from .conftest import create_workflow, form_body, post_event
 
@@ -80,8 +80,8 @@ def assert_utc(value: Any) -> None:
     assert isinstance(value, str) and UTC_ISO.match(value), value
 
 
-def service(app: Quart) -> Panoptes:
-    panoptes: Panoptes = app.extensions["panoptes"]
+def service(app: Quart) -> Service:
+    panoptes: Service = app.extensions["panoptes"]
     return panoptes
 
 

@@ -28,26 +28,26 @@ from sqlalchemy import func, select
 from sqlalchemy.util import await_
 from websockets.asyncio.client import ClientConnection, connect
 
-from panoptes.broadcast import (
+from panoptes.config import Config, ConfigError
+from panoptes.config import database_url as database_url_of
+from panoptes.db import make_engine, make_sessionmaker
+from panoptes.hub import Hub
+from panoptes.hub.backends import (
     MemoryBackend,
     PostgresBackend,
     RedisBackend,
     backend_for,
     channel_name,
 )
-from panoptes.config import Config, ConfigError
-from panoptes.config import database_url as database_url_of
-from panoptes.db import make_engine, make_sessionmaker
-from panoptes.hub import Hub
 from panoptes.models import Base, Event
-from panoptes.writer import Tx, Writer
+from panoptes.store import Tx, Writer
 
-from .conftest import ROOT, LiveServer, form_body, free_port, throwaway_pg_database
+from .conftest import ROOT, LiveServer, form_body, free_port, subscribed, throwaway_pg_database
 from .test_feed import create, next_event, send, ws_url
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 PG_PORT, REDIS_PORT = 5432, 6379
-# Panoptes derives its Redis channel from the database URL, and every test here makes a
+# Service derives its Redis channel from the database URL, and every test here makes a
 # database of its own, so parallel runs on one Redis never hear each other.
 REDIS = f"redis://127.0.0.1:{REDIS_PORT}/0"
 
@@ -131,7 +131,7 @@ async def test_pump_delivers_in_seq_order_and_coalesces_notices(
     pumped: tuple[Hub, FakeEvents, FakeBackend],
 ) -> None:
     hub, events, _ = pumped
-    one, everything = hub.subscribe(1), hub.subscribe(None)
+    one, everything = subscribed(hub, 1), subscribed(hub, None)
     events.gate = asyncio.Event()
     for kind in ("workflow.created", "job.updated", "rule.updated"):
         events.commit(1, kind)
@@ -157,7 +157,7 @@ async def test_pump_reads_in_pages_and_retries_a_failed_read(
 ) -> None:
     hub, events, _ = pumped
     hub.page, hub.retry_first = 3, 0.01
-    subscription = hub.subscribe(1)
+    subscription = subscribed(hub, 1)
     events.failures = 1
     for _ in range(10):
         events.commit()
@@ -171,7 +171,7 @@ async def test_own_commits_are_announced_and_pumped_without_waiting_for_the_echo
     pumped: tuple[Hub, FakeEvents, FakeBackend],
 ) -> None:
     hub, events, backend = pumped
-    subscription = hub.subscribe(1)
+    subscription = subscribed(hub, 1)
     seq = events.commit()
     await hub.publish([events.events[-1]])
     assert (await asyncio.wait_for(subscription.get(), 2)).seq == seq
@@ -194,7 +194,7 @@ async def test_without_subscribers_the_pump_moves_on_without_reading_events(
     await eventually(lambda: hub.delivered_seq == 51)
     assert events.reads == 0
     # A subscriber that comes now gets what commits after it, read from the table.
-    subscription = hub.subscribe(1)
+    subscription = subscribed(hub, 1)
     hub.notice(events.commit())
     assert (await asyncio.wait_for(subscription.get(), 2)).seq == 52
     assert events.reads == 1
@@ -218,7 +218,7 @@ async def test_a_subscriber_that_arrives_while_the_pump_reads_the_head_misses_no
     await asyncio.wait_for(looking.wait(), 2)
     # The feed subscribes, then reads the head for its hello (1); then 2 commits; then the
     # pump's head query answers 2. Jumping to 2 would lose event 2 for this subscriber.
-    subscription = hub.subscribe(1)
+    subscription = subscribed(hub, 1)
     hello = await head()
     events.commit()
     answer.set()
@@ -231,7 +231,7 @@ async def test_a_subscriber_that_arrives_while_the_pump_reads_the_head_misses_no
 async def test_memory_backend_delivers_directly_without_reading() -> None:
     hub = Hub(MemoryBackend())  # no events table at all: it must not need one
     await hub.start()
-    subscription = hub.subscribe(3)
+    subscription = subscribed(hub, 3)
     message = {"type": "job.updated", "seq": 7, "workflow_id": 3, "job": {"jobid": 1}}
     await hub.publish([message])
     item = subscription._queue.get_nowait()
@@ -420,7 +420,7 @@ async def test_backend_reconnects_and_catches_up_on_what_it_missed(scheme: str, 
     await hub.start()
     try:
         await eventually(lambda: hub.healthy and other.connected)
-        subscription = hub.subscribe(1)
+        subscription = subscribed(hub, 1)
         await other.announce(events.commit())
         assert (await asyncio.wait_for(subscription.get(), 5)).seq == 1
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from panoptes import __version__, cli
 from panoptes.config import DEFAULT_DB_FILE, Config, ConfigError, database_url
@@ -348,7 +353,10 @@ def test_restart_on_the_same_database_keeps_everything(tmp_path: Path):
     assert newer["id"] > created["id"]
 
 
-def test_hypercorn_serves_the_app_factory(tmp_path: Path):
+@contextmanager
+def hypercorn(tmp_path: Path, *flags: str) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """`hypercorn [flags] 'panoptes.app:create_app()'` on a free port, as the README runs it:
+    its URL, process and log, once it answers."""
     port = free_port()
     log_path = tmp_path / "hypercorn.log"
     env = {**os.environ, "PANOPTES_DB_URL": str(tmp_path / "hyper.db")}
@@ -357,6 +365,7 @@ def test_hypercorn_serves_the_app_factory(tmp_path: Path):
         process = subprocess.Popen(
             [
                 *console_script("hypercorn"),
+                *flags,
                 "--bind",
                 f"127.0.0.1:{port}",
                 "panoptes.app:create_app()",
@@ -372,11 +381,26 @@ def test_hypercorn_serves_the_app_factory(tmp_path: Path):
         while True:
             assert process.poll() is None, log_path.read_text()
             try:
-                response = httpx.get(f"{url}/api/service-info", timeout=1)
+                httpx.get(f"{url}/api/service-info", timeout=1)
                 break
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.1)
+        yield url, process, log_path
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+
+
+def test_hypercorn_serves_the_app_factory(tmp_path: Path):
+    with hypercorn(tmp_path) as (url, process, log_path):
+        response = httpx.get(f"{url}/api/service-info", timeout=1)
         assert response.status_code == 200
         assert response.json()["status"] == "running"
         # The database from PANOPTES_DB_URL is created and used.
@@ -384,14 +408,33 @@ def test_hypercorn_serves_the_app_factory(tmp_path: Path):
         assert httpx.get(f"{url}/api/workflow/{created['id']}", timeout=10).status_code == 200
         assert (tmp_path / "hyper.db").exists()
         assert not (tmp_path / DEFAULT_DB_FILE).exists()
-    finally:
         process.terminate()
-        try:
-            code = process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
+        code = process.wait(timeout=20)
+    assert code == 0, log_path.read_text()
+
+
+async def test_hypercorn_with_the_serving_settings_behaves_as_panoptes_does(tmp_path: Path):
+    """serving.HypercornSettings gives plain Hypercorn panoptes' settings, and the app itself
+    closes its feeds at once (1001) when the server is told to stop."""
+    settings = "python:panoptes.serving.HypercornSettings"
+    with hypercorn(tmp_path, "--config", settings) as (url, process, log_path):
+        feed_url = url.replace("http://", "ws://") + "/ws"
+        async with connect(feed_url) as big:
+            assert json.loads(await big.recv())["type"] == "hello"
+            await big.send("x" * (100 * 1024))  # over websocket_max_message_size
+            with pytest.raises(ConnectionClosed) as too_big:
+                await asyncio.wait_for(big.recv(), 5)
+            assert too_big.value.rcvd is not None and too_big.value.rcvd.code == 1009
+        async with connect(feed_url) as feed:
+            assert json.loads(await feed.recv())["type"] == "hello"
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(feed.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            code = await asyncio.to_thread(process.wait, 10)
+        # Well inside the settings' 10 s grace period, which the open feed would use up.
+        assert time.monotonic() - started < 5, log_path.read_text()
     assert code == 0, log_path.read_text()
 
 

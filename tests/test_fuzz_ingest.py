@@ -16,8 +16,8 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy import func, inspect, select
 
 from panoptes.models import Event, Job, Workflow
-from panoptes.routes.common import _form
-from panoptes.service import Panoptes
+from panoptes.routes.bodies import _form
+from panoptes.service import Service
 from panoptes.status import FINISHED, JobStatus, WorkflowStatus
 
 from .conftest import create_workflow, post_event
@@ -212,8 +212,8 @@ def envelopes(draw: st.DrawFn) -> Request:
 # --------------------------------------------------------------------------- the stored state
 
 
-def service(app: Quart) -> Panoptes:
-    panoptes: Panoptes = app.extensions["panoptes"]
+def service(app: Quart) -> Service:
+    panoptes: Service = app.extensions["panoptes"]
     return panoptes
 
 

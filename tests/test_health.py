@@ -7,7 +7,7 @@ from quart.typing import TestClientProtocol as Client
 
 from panoptes import __version__
 from panoptes.db import make_engine, make_sessionmaker
-from panoptes.service import Panoptes
+from panoptes.service import Service
 
 from .conftest import free_port
 
@@ -16,7 +16,7 @@ async def test_reports_version_database_and_hub(client: Client, app: Quart) -> N
     response = await client.get("/api/service-info")
     assert response.status_code == 200
     info = await response.get_json()
-    service: Panoptes = app.extensions["panoptes"]
+    service: Service = app.extensions["panoptes"]
     assert info["status"] == "running"
     assert info["version"] == __version__
     assert info["database"]["ok"] is True
@@ -30,7 +30,7 @@ async def test_reports_version_database_and_hub(client: Client, app: Quart) -> N
 async def test_says_unavailable_when_the_database_is_unreachable(
     client: Client, app: Quart
 ) -> None:
-    service: Panoptes = app.extensions["panoptes"]
+    service: Service = app.extensions["panoptes"]
     # Nothing listens on that port: every connection is refused, as when PostgreSQL is down.
     dead = make_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing")
     working = service.sessions

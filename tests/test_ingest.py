@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from panoptes import ingest
 from panoptes.models import Event, Job, Workflow, utcnow
-from panoptes.service import Panoptes
+from panoptes.service import Service
 
 from .conftest import create_workflow, post_event
 
@@ -51,8 +51,8 @@ async def jobs(client: Client, workflow_id: int) -> dict[int, dict[str, Any]]:
     return {job["jobid"]: job for job in (await response.get_json())["jobs"]}
 
 
-def service(app: Quart) -> Panoptes:
-    panoptes: Panoptes = app.extensions["panoptes"]
+def service(app: Quart) -> Service:
+    panoptes: Service = app.extensions["panoptes"]
     return panoptes
 
 

@@ -64,3 +64,24 @@ async def test_counts_workflows_by_status_and_open_subscribers(client: Client) -
     assert metrics[("panoptes_workflows", (("status", "Running"),))] == 1
     assert metrics[("panoptes_workflows", (("status", "Cancelled"),))] == 1
     assert metrics[("panoptes_workflows", (("status", "Error"),))] == 0
+
+
+async def test_counts_the_moves_the_state_machine_refuses(client: Client) -> None:
+    workflow = await create_workflow(client)
+    assert (await client.post(f"/api/workflow/{workflow['id']}/cancel")).status_code == 200
+    # The client does not know it was cancelled: its last progress and its error come late.
+    late = [{"level": "progress", "done": 3, "total": 3}, {"level": "error", "msg": "boom"}]
+    for message in late:
+        assert (await post_event(client, workflow["id"], message)).status_code == 200
+    metrics = await scrape(client)
+    refused = {
+        labels: value
+        for (name, labels), value in metrics.items()
+        if name == "panoptes_refused_moves_total"
+    }
+    assert refused == {
+        (("machine", "workflow"), ("state", "Cancelled"), ("trigger", "all done")): 1,
+        (("machine", "workflow"), ("state", "Cancelled"), ("trigger", "failed")): 1,
+    }
+    shown = await (await client.get(f"/api/workflow/{workflow['id']}")).get_json()
+    assert shown["workflow"]["status"] == "Cancelled"

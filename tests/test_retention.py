@@ -24,7 +24,9 @@ from panoptes.config import Config, database_url
 from panoptes.db import make_engine, make_sessionmaker
 from panoptes.migrations import upgrade_schema
 from panoptes.models import Event, Job, Workflow, utcnow
-from panoptes.service import Panoptes
+from panoptes.service import Service
+
+from .conftest import subscribed
 
 # name: (status, started days ago, last update days ago, finished days ago or None)
 SEED = {
@@ -149,9 +151,9 @@ async def test_hourly_prune_goes_through_the_writer_to_the_feed(
 ):
     config = Config(db_url=url, retention_days=30, stale_hours=0, stale_check_seconds=0)
     async with running(config) as app:
-        service: Panoptes = app.extensions["panoptes"]
+        service: Service = app.extensions["panoptes"]
         assert (await remaining(url))[0] == {"recent-done", "recent-stale", "running"}
-        feed = service.hub.subscribe()
+        feed = subscribed(service.hub)
         # Days later, with a shorter retention: recent-done and recent-stale have expired.
         monkeypatch.setattr(service, "config", replace(config, retention_days=1))
         await service.prune_if_due()  # the last prune was at start: not due for an hour
@@ -167,7 +169,6 @@ async def test_hourly_prune_goes_through_the_writer_to_the_feed(
             assert item.type == "workflow.deleted"
             deleted.add(item.workflow_id)
         assert deleted == {ids["recent-done"], ids["recent-stale"]}
-        feed.close()
 
 
 async def test_prune_removes_in_batches(url: str, monkeypatch: pytest.MonkeyPatch):
@@ -175,7 +176,7 @@ async def test_prune_removes_in_batches(url: str, monkeypatch: pytest.MonkeyPatc
     await seed(url)
     config = Config(db_url=url, stale_hours=0, stale_check_seconds=0)
     async with running(config) as app:
-        service: Panoptes = app.extensions["panoptes"]
+        service: Service = app.extensions["panoptes"]
         assert await service.prune(30) == len(EXPIRED_AFTER_30)
     assert (await remaining(url))[0] == set(SEED) - EXPIRED_AFTER_30
 

@@ -22,18 +22,19 @@ from sqlalchemy import delete, func, select
 from panoptes import ingest
 from panoptes.app import create_app
 from panoptes.config import Config, database_url
+from panoptes.errors import InvalidMessage
 from panoptes.models import Event, Workflow
-from panoptes.service import Panoptes
-from panoptes.writer import Changes, Tx
+from panoptes.service import Service
+from panoptes.store import Changes, Tx
 
-from .conftest import CAPTURES, create_workflow
+from .conftest import CAPTURES, create_workflow, subscribed
 from .test_captures import state
 
 Operation = Callable[[Tx], Any]
 
 
-def service(app: Quart) -> Panoptes:
-    panoptes: Panoptes = app.extensions["panoptes"]
+def service(app: Quart) -> Service:
+    panoptes: Service = app.extensions["panoptes"]
     return panoptes
 
 
@@ -151,7 +152,7 @@ async def test_a_whole_run_in_one_batch_ends_as_it_does_message_by_message(
     workflow_id = await register_as_recorded(client, name)
     assert workflow_id == 1  # the recorded bodies name workflow 1
     messages = recorded_updates(name)
-    subscription = service(app).hub.subscribe(workflow_id)
+    subscription = subscribed(service(app).hub, workflow_id)
     results = await in_one_batch(
         app, [lambda tx, message=message: ingest.apply_message(tx, message) for message in messages]
     )
@@ -182,7 +183,6 @@ async def test_a_whole_run_in_one_batch_ends_as_it_does_message_by_message(
     published = [json.loads((await subscription.get()).text) for _ in events[1:]]
     assert [(m["seq"], m["type"]) for m in published] == [(e.seq, e.type) for e in events[1:]]
     assert [m["job"] for m in published if m["type"] == "job.updated"] == job_events
-    subscription.close()
 
 
 def jobs_rules(jobs: dict[int, dict[str, Any]]) -> set[str]:
@@ -312,7 +312,7 @@ async def test_a_workflow_deleted_in_a_batch_is_only_announced_deleted(client: C
 
     def delete_it(tx: Tx) -> None:
         wf = panoptes._existing(tx, workflow_id)
-        panoptes._remove(tx, [wf])
+        tx.remove_workflows([wf])
 
     results = await in_one_batch(
         app,
@@ -323,7 +323,7 @@ async def test_a_workflow_deleted_in_a_batch_is_only_announced_deleted(client: C
             applying({"level": "job_info", "jobid": 2, "name": "a"}, workflow_id),
         ],
     )
-    assert isinstance(results[3], ingest.IngestError) and results[3].status == 422
+    assert isinstance(results[3], InvalidMessage) and results[3].status == 422
     events = await events_of(app, workflow_id, before)
     assert [event.type for event in events] == ["workflow.deleted"]
     kept = await events_of(app, other, before)
@@ -346,7 +346,7 @@ async def test_a_refused_operation_costs_the_batch_nothing(client: Client, app: 
         ],
     )
     assert results[0] is True and results[2] is True
-    assert isinstance(results[1], ingest.IngestError)
+    assert isinstance(results[1], InvalidMessage)
     events = await events_of(app, workflow_id, before)
     assert [event.type for event in events] == ["job.updated", "rule.updated"]
     assert events[0].payload["job"]["status"] == "Done"
@@ -441,7 +441,7 @@ async def test_a_writer_waits_for_the_file_turn_and_takes_it_when_released(
     """Another process holding the turn (an flock beside the database) holds this writer's
     commit back, without blocking the event loop; releasing it lets the commit through."""
     db = tmp_path / "turns.db"
-    panoptes = Panoptes(Config(db_url=database_url(str(db))))
+    panoptes = Service(Config(db_url=database_url(str(db))))
     await panoptes.start()
     other = os.open(f"{db}-writer.lock", os.O_RDWR | os.O_CREAT)
     try:

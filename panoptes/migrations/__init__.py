@@ -28,10 +28,10 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db import make_migration_engine
+from ..db import make_migration_engine, sqlite_file
 from .panoptes1 import is_panoptes1
 
 try:
@@ -120,16 +120,6 @@ def _refuse_strangers(state: SchemaState) -> None:
 
 
 # ---- the lock
-
-
-def sqlite_file(url: URL) -> Path | None:
-    """The file of an SQLite URL; None for other databases and in-memory ones."""
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if database.startswith("file:") or url.query.get("mode") == "memory":
-        return None
-    return Path(database)
 
 
 @asynccontextmanager

@@ -6,20 +6,15 @@ import asyncio
 
 from quart import Blueprint, Response, request
 
-from .. import __version__, ingest, queries
-from ..openapi import openapi_document
+from .. import __version__, queries
+from ..errors import BadRequest, NotFound
+from ..ingest.wire import MAX_NAME_CHARS
+from ..models import Workflow
+from ..shapes import job_view
 from ..status import JobStatus, WorkflowStatus
-from ..views import job_view, workflow_view
-from .common import (
-    BadRequest,
-    body_fields,
-    ids_in_range,
-    int_arg,
-    json_response,
-    list_arg,
-    no_nul,
-    panoptes,
-)
+from .bodies import body_fields, ids_in_range, int_arg, list_arg, no_nul
+from .openapi import openapi_document
+from .respond import json_response, service
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.url_value_preprocessor(ids_in_range)
@@ -60,13 +55,13 @@ async def openapi() -> Response:
 async def service_info() -> Response:
     # Snakemake 7/8 refuse to start unless this says "running"; it does so whenever panoptes
     # can store what they send. A broken link to other processes only delays live updates.
-    app = panoptes()
-    database = await app.database_status()
+    running = service()
+    database = await running.database_status()
     body = {
         "status": "running" if database["ok"] else "unavailable",
         "version": __version__,
         "database": database,
-        "hub": app.hub.status,
+        "hub": running.hub.status,
         "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
     }
     return json_response(body, status=200 if database["ok"] else 503)
@@ -78,16 +73,17 @@ async def list_workflows() -> Response:
     page = _page()
     text = (request.args.get("q") or request.args.get("name") or "").strip()
     search = no_nul(text, "query parameter 'q'") or None
-    app = panoptes()
-    await app.sweep_if_due()
-    async with app.sessions() as session:
-        workflows, count = await queries.list_workflows(session, page, statuses, search)
+    running = service()
+    async with running.sessions() as session:
+        workflows, count = await queries.list_workflows(
+            session, page, statuses, search, running.stale_before()
+        )
     body: dict[str, object] = {
-        "workflows": [workflow_view(wf) for wf in workflows],
+        "workflows": workflows,
         "count": count,
         "limit": page.limit,
         "offset": page.offset,
-        "next_cursor": workflows[-1].id if len(workflows) == page.limit else None,
+        "next_cursor": workflows[-1]["id"] if len(workflows) == page.limit else None,
     }
     return json_response(body)
 
@@ -95,21 +91,19 @@ async def list_workflows() -> Response:
 @bp.get("/workflows/stats")
 async def workflow_stats() -> Response:
     """How many workflows there are in each status (the dashboard's counters)."""
-    app = panoptes()
-    await app.sweep_if_due()
-    async with app.sessions() as session:
-        counts = await queries.status_counts(session)
+    running = service()
+    async with running.sessions() as session:
+        counts = await queries.status_counts(session, running.stale_before())
     return json_response({"counts": counts, "total": sum(counts.values())})
 
 
 async def _workflow_or_404(workflow_id: int) -> dict[str, object]:
-    app = panoptes()
-    await app.sweep_if_due()
-    async with app.sessions() as session:
-        wf = await queries.get_workflow(session, workflow_id)
+    running = service()
+    async with running.sessions() as session:
+        wf = await queries.get_workflow(session, workflow_id, running.stale_before())
     if wf is None:
-        raise BadRequest(f"no workflow with id {workflow_id}", status=404, error="not found")
-    return workflow_view(wf)
+        raise NotFound(f"no workflow with id {workflow_id}")
+    return wf
 
 
 @bp.get("/workflow/<int:workflow_id>")
@@ -123,7 +117,7 @@ async def list_jobs(workflow_id: int) -> Response:
     rules = list_arg("rule")
     page = _page()
     await _workflow_or_404(workflow_id)
-    async with panoptes().sessions() as session:
+    async with service().sessions() as session:
         jobs, count = await queries.list_jobs(session, workflow_id, page, statuses, rules)
     return json_response(
         {
@@ -139,12 +133,10 @@ async def list_jobs(workflow_id: int) -> Response:
 @bp.get("/workflow/<int:workflow_id>/job/<int:jobid>")
 async def get_job(workflow_id: int, jobid: int) -> Response:
     await _workflow_or_404(workflow_id)
-    async with panoptes().sessions() as session:
+    async with service().sessions() as session:
         job = await queries.get_job(session, workflow_id, jobid)
     if job is None:
-        raise BadRequest(
-            f"workflow {workflow_id} has no job {jobid}", status=404, error="not found"
-        )
+        raise NotFound(f"workflow {workflow_id} has no job {jobid}")
     view = job_view(job)
     # "jobs" (one object) is what the earlier panoptes server answered here.
     return json_response({"job": view, "jobs": view})
@@ -153,7 +145,7 @@ async def get_job(workflow_id: int, jobid: int) -> Response:
 @bp.get("/workflow/<int:workflow_id>/rules")
 async def rule_progress(workflow_id: int) -> Response:
     await _workflow_or_404(workflow_id)
-    async with panoptes().sessions() as session:
+    async with service().sessions() as session:
         rules = await queries.rule_progress(session, workflow_id)
     return json_response({"rules": rules})
 
@@ -161,7 +153,6 @@ async def rule_progress(workflow_id: int) -> Response:
 @bp.put("/workflow/<int:workflow_id>")
 async def rename_workflow(workflow_id: int) -> Response:
     fields = await body_fields(required=False)
-    app = panoptes()
     if "name" not in fields:
         # Snakemake 8 sends {} (or its --wms-monitor-arg pairs) right after registering
         # and aborts the run on a 404/500; there is simply nothing to change.
@@ -173,27 +164,28 @@ async def rename_workflow(workflow_id: int) -> Response:
     if not name:
         raise BadRequest("'name' must not be empty")
     no_nul(name, "'name'")
-    if len(name) > ingest.MAX_NAME_CHARS:
-        raise BadRequest(f"'name' must be at most {ingest.MAX_NAME_CHARS} characters")
-    wf = await app.rename(workflow_id, name)
-    return json_response({"workflow": workflow_view(wf)})
+    if len(name) > MAX_NAME_CHARS:
+        raise BadRequest(f"'name' must be at most {MAX_NAME_CHARS} characters")
+    return json_response({"workflow": _changed(await service().rename(workflow_id, name))})
+
+
+def _changed(wf: Workflow) -> dict[str, object]:
+    """A workflow a change left, as reads show it."""
+    return queries.shown(wf, service().stale_before())
 
 
 @bp.post("/workflow/<int:workflow_id>/cancel")
 async def cancel_workflow(workflow_id: int) -> Response:
-    wf = await panoptes().cancel(workflow_id)
-    return json_response({"workflow": workflow_view(wf)})
+    return json_response({"workflow": _changed(await service().cancel(workflow_id))})
 
 
 @bp.delete("/workflow/<int:workflow_id>")
 async def delete_workflow(workflow_id: int) -> Response:
-    app = panoptes()
-    await app.sweep_if_due()
-    await app.delete(workflow_id)
+    await service().delete(workflow_id)
     return Response("", status=204)
 
 
 @bp.delete("/workflows/all")
 async def delete_all_workflows() -> Response:
-    deleted = await panoptes().delete_all()
+    deleted = await service().delete_all()
     return json_response({"deleted": deleted, "msg": "Database clean up is complete"})

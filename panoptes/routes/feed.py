@@ -18,12 +18,13 @@ from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit
 
 import orjson
-from quart import Blueprint, abort, websocket
+from quart import Blueprint, websocket
 
 from .. import __version__, queries
+from ..errors import BadRequest, Forbidden, NotFound, TooManyConnections
 from ..hub import RESYNC, SHUTDOWN, Subscription
 from ..models import MAX_BIGINT
-from .common import panoptes
+from .respond import service
 
 bp = Blueprint("feed", __name__)
 
@@ -32,7 +33,7 @@ def _origin_allowed() -> bool:
     origin = websocket.headers.get("Origin")
     if origin is None:
         return True  # not a browser: scripts and other servers
-    allowed = panoptes().config.allowed_origins
+    allowed = service().config.allowed_origins
     if "*" in allowed or origin.rstrip("/") in allowed:
         return True
     return urlsplit(origin).netloc == websocket.headers.get("Host", "")
@@ -43,7 +44,7 @@ def _since() -> int | None:
     if raw is None or raw == "":
         return None
     if not raw.isdigit():
-        abort(400, description="since must be a sequence number (a whole number >= 0)")
+        raise BadRequest("since must be a sequence number (a whole number >= 0)")
     return int(raw)
 
 
@@ -59,9 +60,9 @@ class _Stream:
         self.last = last
 
     async def replay(self) -> None:
-        app = panoptes()
+        running = service()
         while True:
-            async with app.sessions() as session:
+            async with running.sessions() as session:
                 missed = await queries.events_since(session, self.last, self.workflow_id)
             for message in missed:
                 await websocket.send(orjson.dumps(message).decode())
@@ -89,21 +90,21 @@ class _Stream:
 
 async def _serve(workflow_id: int | None) -> None:
     if not _origin_allowed():
-        abort(403, description="this Origin may not open the feed; see PANOPTES_ALLOWED_ORIGINS")
+        raise Forbidden("this Origin may not open the feed; see PANOPTES_ALLOWED_ORIGINS")
     since = _since()
-    app = panoptes()
+    running = service()
     if workflow_id is not None:
         if workflow_id > MAX_BIGINT:  # no such row can exist; the database would refuse it
-            abort(404, description=f"no workflow with id {workflow_id}")
-        async with app.sessions() as session:
-            if await queries.get_workflow(session, workflow_id) is None:
-                abort(404, description=f"no workflow with id {workflow_id}")
+            raise NotFound(f"no workflow with id {workflow_id}")
+        async with running.sessions() as session:
+            if not await queries.workflow_exists(session, workflow_id):
+                raise NotFound(f"no workflow with id {workflow_id}")
     with (
-        _counted_client(app.feed_clients, app.config.max_feed_per_client),
-        app.hub.subscribe(workflow_id) as subscription,
+        _counted_client(running.feed_clients, running.config.max_feed_per_client),
+        running.hub.subscribe(workflow_id) as subscription,
     ):
         await websocket.accept()
-        async with app.sessions() as session:
+        async with running.sessions() as session:
             head = await queries.last_seq(session)
         # A since above the newest stored seq comes from another database (this one was
         # replaced or reset): nothing numbered at or below it here is what the client saw.
@@ -117,7 +118,7 @@ async def _serve(workflow_id: int | None) -> None:
             await stream.replay()
         reader = asyncio.create_task(_drain_incoming())
         try:
-            await stream.follow(subscription, app.config.ws_ping_seconds)
+            await stream.follow(subscription, running.config.ws_ping_seconds)
         finally:
             reader.cancel()
             with suppress(asyncio.CancelledError):
@@ -129,10 +130,8 @@ def _counted_client(open_by_client: Counter[str], limit: int) -> Iterator[None]:
     """Hold one of the feed connections a client address may have (429 when none is left)."""
     client = websocket.remote_addr or "unknown"
     if limit and open_by_client[client] >= limit:
-        abort(
-            429,
-            description=f"{client} already has {limit} feed connections open "
-            "(PANOPTES_MAX_FEED_PER_CLIENT)",
+        raise TooManyConnections(
+            f"{client} already has {limit} feed connections open (PANOPTES_MAX_FEED_PER_CLIENT)"
         )
     open_by_client[client] += 1
     try:

@@ -6,14 +6,14 @@ from quart import Blueprint, Response
 
 from .. import queries
 from ..metrics import CONTENT_TYPE
-from .common import panoptes
+from .respond import service
 
 bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/metrics")
 async def metrics() -> Response:
-    app = panoptes()
-    async with app.sessions() as session:
-        counts = await queries.status_counts(session)
-    return Response(app.metrics.render(counts), content_type=CONTENT_TYPE)
+    running = service()
+    async with running.sessions() as session:
+        counts = await queries.status_counts(session, running.stale_before())
+    return Response(running.metrics.render(counts), content_type=CONTENT_TYPE)

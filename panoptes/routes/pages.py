@@ -6,9 +6,12 @@ from quart import Blueprint, Response, redirect, request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import queries
+from ..errors import BadRequest, NotFound
+from ..shapes import job_view
 from ..status import JobStatus, WorkflowStatus
-from ..views import job_view, workflow_view
-from .common import BadRequest, Row, ids_in_range, int_arg, no_nul, panoptes, render_page
+from .bodies import ids_in_range, int_arg, no_nul
+from .html import Row, render_page
+from .respond import service
 
 bp = Blueprint("pages", __name__)
 bp.url_value_preprocessor(ids_in_range)
@@ -29,16 +32,17 @@ async def dashboard() -> Response:
         raise BadRequest(f"unknown status {status!r}")
     search = no_nul((request.args.get("q") or "").strip(), "'q'") or None
     offset = int_arg("offset", 0)
-    app = panoptes()
-    await app.sweep_if_due()
-    async with app.sessions() as session:
+    running = service()
+    stale_before = running.stale_before()
+    async with running.sessions() as session:
         seq = await queries.last_seq(session)
-        counts = await queries.status_counts(session)
+        counts = await queries.status_counts(session, stale_before)
         workflows, matching = await queries.list_workflows(
             session,
             queries.Page(limit=PAGE_SIZE, offset=offset),
             [status] if status else None,
             search,
+            stale_before,
         )
     return await _page(
         "dashboard.html",
@@ -48,7 +52,7 @@ async def dashboard() -> Response:
         statuses=[s.value for s in WorkflowStatus],
         status=status,
         search=search or "",
-        workflows=[Row(workflow_view(wf)) for wf in workflows],
+        workflows=[Row(wf) for wf in workflows],
         matching=matching,
         offset=offset,
         page_size=PAGE_SIZE,
@@ -62,10 +66,10 @@ async def workflows_list() -> Response:
 
 
 async def _workflow(session: AsyncSession, workflow_id: int) -> dict[str, object]:
-    wf = await queries.get_workflow(session, workflow_id)
+    wf = await queries.get_workflow(session, workflow_id, service().stale_before())
     if wf is None:
-        raise BadRequest(f"no workflow with id {workflow_id}", status=404, error="not found")
-    return workflow_view(wf)
+        raise NotFound(f"no workflow with id {workflow_id}")
+    return wf
 
 
 @bp.get("/workflow/<int:workflow_id>")
@@ -78,9 +82,7 @@ async def workflow_page(workflow_id: int) -> Response:
         raise BadRequest(f"unknown job status {status!r}")
     rule = no_nul(request.args.get("rule") or "", "'rule'") or None
     offset = int_arg("offset", 0)
-    app = panoptes()
-    await app.sweep_if_due()
-    async with app.sessions() as session:
+    async with service().sessions() as session:
         # The feed position before the data: the page's feed replays whatever changed after.
         seq = await queries.last_seq(session)
         workflow = await _workflow(session, workflow_id)
@@ -109,16 +111,12 @@ async def workflow_page(workflow_id: int) -> Response:
 
 @bp.get("/workflow/<int:workflow_id>/job/<int:jobid>")
 async def job_page(workflow_id: int, jobid: int) -> Response:
-    app = panoptes()
-    await app.sweep_if_due()
-    async with app.sessions() as session:
+    async with service().sessions() as session:
         seq = await queries.last_seq(session)
         workflow = await _workflow(session, workflow_id)
         job = await queries.get_job(session, workflow_id, jobid)
     if job is None:
-        raise BadRequest(
-            f"workflow {workflow_id} has no job {jobid}", status=404, error="not found"
-        )
+        raise NotFound(f"workflow {workflow_id} has no job {jobid}")
     return await _page("job.html", seq=seq, workflow=workflow, job=job_view(job))
 
 

@@ -1,4 +1,9 @@
-"""How workflows and jobs look on the wire: the one shape shared by the API, feed and pages."""
+"""How workflows, jobs, rule counts and feed messages look on the wire.
+
+The one definition of each shape, shared by both sides: the store records events in these
+shapes when it commits, and the read side answers the API, feed and pages with them. It
+imports only the tables, so either side may import it without importing the other.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from .models import Event, Job, JobRow, Workflow
+from .status import JobStatus
 
 
 def iso(value: datetime | None) -> str | None:
@@ -57,6 +63,18 @@ def job_view(job: Job | JobRow) -> dict[str, Any]:
         "attempts": job.attempts,
         "error": job.error,
     }
+
+
+def rule_view(rule: str | None) -> dict[str, Any]:
+    """A rule's counts before any job is counted; a job whose rule is not known yet counts
+    under the rule "" (Snakemake 9 announces a job before describing it)."""
+    return {"rule": rule or "", "total": 0, "done": 0, "running": 0, "error": 0, "waiting": 0}
+
+
+def count_job(counts: dict[str, Any], status: str, number: int) -> None:
+    """Add `number` jobs of `status` to a rule's counts."""
+    counts[JobStatus(status).value.lower()] += number
+    counts["total"] += number
 
 
 def event_message(event: Event) -> dict[str, Any]:

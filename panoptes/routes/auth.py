@@ -19,15 +19,15 @@ which panoptes never grants).
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart, Response, redirect, request, websocket
-from quart.typing import ASGIReceiveCallable, ASGISendCallable
 
-from .config import Config
-from .routes.common import error_response
+from ..config import Config
+from ..errors import Forbidden, PanoptesError, Unauthorized
+from .respond import error_response
 
 COOKIE = "panoptes_token"
 SCOPE_KEY = "panoptes.path_token"
@@ -95,23 +95,17 @@ def _cross_site(config: Config, headers: Any, host: str) -> bool:
     return headers.get("sec-fetch-site", "") in ("cross-site", "same-site")
 
 
-@dataclass(frozen=True)
-class Refusal:
-    status: int
-    error: str
-    detail: str
-
-    def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Bearer realm="panoptes"'} if self.status == 401 else {}
+def cross_site() -> PanoptesError:
+    return Forbidden("requests from another site may not change anything here")
 
 
-CROSS_SITE = Refusal(403, "forbidden", "requests from another site may not change anything here")
-NO_TOKEN = Refusal(
-    401,
-    "unauthorized",
-    "this panoptes needs its token: send 'Authorization: Bearer <token>' or use the "
-    "address http://host:port/t/<token>",
-)
+def no_token() -> PanoptesError:
+    return Unauthorized(
+        "this panoptes needs its token: send 'Authorization: Bearer <token>' or use the "
+        "address http://host:port/t/<token>"
+    )
+
+
 # The request came through /t/<token>/ with the right token: allowed, and a browser opening
 # a page that way is given the cookie.
 BY_PATH_TOKEN = "path token"
@@ -125,14 +119,15 @@ def check(
     host: str,
     path_token: str | None,
     cookie: str | None,
-) -> Refusal | str | None:
-    """Whether an HTTP request may go on: None (yes), BY_PATH_TOKEN (yes), or why not.
+) -> str | None:
+    """Whether an HTTP request may go on: None (yes), BY_PATH_TOKEN (yes); a refusal is
+    raised (Forbidden, Unauthorized).
 
     `headers` is anything with a case-insensitive `get` of lower-case names (werkzeug's
     Headers, or the dict of the ingest endpoint, which sees the raw ASGI request)."""
     changes = _changes_state(method, path)
     if changes and _cross_site(config, headers, host):
-        return CROSS_SITE
+        raise cross_site()
     if config.token is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return None
     if not changes and config.public_read:
@@ -143,32 +138,28 @@ def check(
         return BY_PATH_TOKEN
     if _matches(cookie, config.token) and (not changes or headers.get("x-requested-with")):
         return None
-    return NO_TOKEN
+    raise no_token()
 
 
 def install(app: Quart, config: Config) -> None:
     """Wire the checks and headers into app (a no-op for auth when no token is set)."""
-    app.asgi_app = TokenPrefix(app.asgi_app)  # type: ignore[method-assign,assignment]
+    app.asgi_app = TokenPrefix(app.asgi_app)  # type: ignore[method-assign]
 
     @app.before_request
     async def check_request() -> Response | None:
-        decision = check(
-            config,
-            request.method,
-            request.path,
-            request.headers,
-            request.host,
-            path_token(request.scope),
-            request.cookies.get(COOKIE),
-        )
-        if decision is None:
-            return None
-        if decision == BY_PATH_TOKEN:
-            return _login_redirect(config)
-        assert isinstance(decision, Refusal)
-        response = error_response(decision.status, decision.error, decision.detail)
-        response.headers.update(decision.headers())
-        return response
+        try:
+            decision = check(
+                config,
+                request.method,
+                request.path,
+                request.headers,
+                request.host,
+                path_token(request.scope),
+                request.cookies.get(COOKIE),
+            )
+        except PanoptesError as refused:
+            return error_response(refused)  # JSON, also for a browser: it is not a page
+        return _login_redirect(config) if decision == BY_PATH_TOKEN else None
 
     @app.before_websocket
     async def check_websocket() -> Response | None:
@@ -181,7 +172,7 @@ def install(app: Quart, config: Config) -> None:
         )
         if _matches(given, config.token):
             return None
-        return error_response(401, "unauthorized", "the feed needs this panoptes' token")
+        return error_response(Unauthorized("the feed needs this panoptes' token"))
 
     always = security_headers(config)
 

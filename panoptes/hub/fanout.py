@@ -1,11 +1,11 @@
-"""Broadcast hub: committed events fan out to every live subscriber, in seq order.
+"""The hub: committed events fan out to every live subscriber, in seq order.
 
 `publish` never waits on a subscriber. Each subscriber has a bounded queue; one that falls
 behind has its queue emptied and gets a single `resync` item instead, after which it must
 catch up from the database (the feed replays `since=<seq>`). A slow browser therefore
 costs ingest nothing and holds back no other subscriber.
 
-Where the events come from depends on the backend (broadcast.py):
+Where the events come from depends on the backend (backends.py):
 
 - memory://: this process is the only writer. The writer hands each committed batch to
   `publish`, already in seq order, and it goes straight to the subscribers.
@@ -16,21 +16,22 @@ Where the events come from depends on the backend (broadcast.py):
   through the backend). Notices that arrive while a pass runs ask for one more pass, so a
   burst costs a query per pass, not per event. A notice is sent only after its commit and
   the pump clears its flag before it reads, so an event that commits during a pass is read
-  by the next one. This relies on seqs becoming visible in seq order (writer.py).
+  by the next one. This relies on seqs becoming visible in seq order (store/sql.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
-from .broadcast import BACKOFF_FIRST, BACKOFF_MAX, Backend, MemoryBackend
+from ..status import is_workflow_level
+from .backends import BACKOFF_FIRST, BACKOFF_MAX, Backend, MemoryBackend
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ class EventLog(Protocol):
 
 
 class Subscription:
-    def __init__(self, hub: Hub, workflow_id: int | None, queue_size: int) -> None:
-        self.hub = hub
+    """One subscriber's bounded queue of feed items. It knows nothing of the hub: the hub's
+    `subscribe` context adds it and takes it away again."""
+
+    def __init__(self, workflow_id: int | None, queue_size: int) -> None:
         self.workflow_id = workflow_id
         self._queue: asyncio.Queue[FeedItem] = asyncio.Queue(queue_size)
         self.lagged = 0
@@ -91,15 +94,6 @@ class Subscription:
     async def _iterate(self) -> AsyncIterator[FeedItem]:
         while True:
             yield await self._queue.get()
-
-    def close(self) -> None:
-        self.hub._remove(self)
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Hub:
@@ -186,14 +180,19 @@ class Hub:
     def subscriber_count(self) -> int:
         return len(self._everything) + sum(len(s) for s in self._by_workflow.values())
 
-    def subscribe(self, workflow_id: int | None = None) -> Subscription:
-        subscription = Subscription(self, workflow_id, self.queue_size)
+    @contextmanager
+    def subscribe(self, workflow_id: int | None = None) -> Iterator[Subscription]:
+        """Receive every workflow-level event (None) or all of one workflow's, while inside."""
+        subscription = Subscription(workflow_id, self.queue_size)
         if workflow_id is None:
             self._everything.add(subscription)
         else:
             self._by_workflow.setdefault(workflow_id, set()).add(subscription)
         self._counted()
-        return subscription
+        try:
+            yield subscription
+        finally:
+            self._remove(subscription)
 
     def _remove(self, subscription: Subscription) -> None:
         if subscription.workflow_id is None:
@@ -290,7 +289,7 @@ class Hub:
         """Offer each message to whoever subscribed to it, encoded once, and only if anyone
         did: most job events of a busy server have no subscriber at all."""
         for message in messages:
-            everyone = self._everything if message["type"].startswith("workflow.") else ()
+            everyone = self._everything if is_workflow_level(message["type"]) else ()
             group = self._by_workflow.get(message.get("workflow_id") or -1, ())
             if everyone or group:
                 item = _item(message)

@@ -1,8 +1,8 @@
-"""Broadcast backends: how one process tells the others "events up to seq N are committed".
+"""Cross-process backends: how one process tells the others "events up to seq N are committed".
 
 The database is the source of truth for events and their order; a backend carries only
 that small notice (never an event body: PostgreSQL NOTIFY payloads stop at 8000 bytes).
-Every process's hub, on a notice, reads the new events from the database itself (hub.py).
+Every process's hub, on a notice, reads the new events from the database itself (fanout.py).
 
 - `memory://`: one process, nothing to carry; the hub hands its own events straight over.
 - `redis://host:port/n` (or `rediss://`): Redis pub/sub on one channel.
@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 
-from .config import ConfigError, broadcast_scheme
+from ..config import ConfigError, broadcast_scheme
 
 if TYPE_CHECKING:
     import asyncpg

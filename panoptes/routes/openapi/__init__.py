@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the REST API and the two endpoints Snakemake calls.
 
-Written by hand from what the routes and views.py really answer; tests/test_openapi.py keeps
+Written by hand from what the routes and shapes.py really answer; tests/test_openapi.py keeps
 it honest: its paths must be exactly the app's routes, and schemathesis checks every answer
 of a running server against it.
 """
@@ -9,167 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import __version__
-from .ingest import MAX_NAME_CHARS
-from .models import MAX_BIGINT, MAX_INT
-from .status import JobStatus, WorkflowStatus
+from ... import __version__
+from ...ingest.wire import MAX_NAME_CHARS
+from ...models import MAX_BIGINT, MAX_INT
+from ...status import JobStatus, WorkflowStatus
+from .schemas import COUNT, TEXT, Schema, obj, ref, schemas
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
-
-Schema = dict[str, Any]
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: Schema) -> Schema:
-    return {**schema, "type": [schema["type"], "null"]}
-
-
-def _object(properties: dict[str, Schema], description: str = "") -> Schema:
-    """An object that has exactly these properties, all of them always present."""
-    schema: Schema = {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
-    if description:
-        schema["description"] = description
-    return schema
-
-
-TIME: Schema = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
-COUNT: Schema = {"type": "integer", "minimum": 0}
-TEXT: Schema = {"type": "string"}
-PATHS: Schema = {
-    "type": "array",
-    "items": {},
-    "description": "paths, as strings (a job converted from panoptes 1.x may hold other values)",
-}
-
-
-def _schemas() -> dict[str, Schema]:
-    workflow_statuses = [s.value for s in WorkflowStatus]
-    job_statuses = [s.value for s in JobStatus]
-    return {
-        "Error": _object({"error": TEXT, "detail": TEXT}, "Every 4xx (and 5xx) answer of the API."),
-        "Workflow": _object(
-            {
-                "id": {"type": "integer"},
-                "name": {**TEXT, "description": "unique; the client's workflow id, or a uuid"},
-                "status": {"type": "string", "enum": workflow_statuses},
-                "jobs_done": COUNT,
-                "jobs_total": COUNT,
-                "started_at": TIME,
-                "updated_at": TIME,
-                "finished_at": _nullable(TIME),
-                "completed_at": _nullable(
-                    {**TIME, "description": "the same as finished_at (the 1.x name)"}
-                ),
-                "error": _nullable(TEXT),
-                "dry_run": {"type": "boolean"},
-                "command": _nullable(TEXT),
-                "workdir": _nullable(TEXT),
-            }
-        ),
-        "Attempt": _object(
-            {
-                "attempt": {"type": "integer", "minimum": 1},
-                "status": {"type": "string", "enum": job_statuses},
-                "started_at": _nullable(TIME),
-                "finished_at": _nullable(TIME),
-                "error": _nullable(TEXT),
-            }
-        ),
-        "Job": _object(
-            {
-                "jobid": {"type": "integer"},
-                "workflow_id": {"type": "integer"},
-                "rule": _nullable(TEXT),
-                "name": _nullable({**TEXT, "description": "the same as rule (the 1.x name)"}),
-                "status": {"type": "string", "enum": job_statuses},
-                "message": _nullable(TEXT),
-                "wildcards": {"type": "object"},
-                "input": PATHS,
-                "output": PATHS,
-                "log": PATHS,
-                "shell_command": _nullable(TEXT),
-                "threads": _nullable({"type": "integer"}),
-                "resources": _nullable({"type": "object"}),
-                "priority": _nullable({"type": "integer"}),
-                "reason": _nullable(TEXT),
-                "is_checkpoint": {"type": "boolean"},
-                "started_at": _nullable(TIME),
-                "finished_at": _nullable(TIME),
-                "completed_at": _nullable(TIME),
-                "attempt": {"type": "integer", "minimum": 1},
-                "attempts": {"type": "array", "items": _ref("Attempt")},
-                "error": _nullable(TEXT),
-            }
-        ),
-        "Rule": _object(
-            {
-                "rule": {**TEXT, "description": "empty for jobs whose rule is not known yet"},
-                "total": COUNT,
-                "done": COUNT,
-                "running": COUNT,
-                "error": COUNT,
-                "waiting": COUNT,
-            }
-        ),
-        "WorkflowList": _object(
-            {
-                "workflows": {"type": "array", "items": _ref("Workflow")},
-                "count": {**COUNT, "description": "how many match, on all pages"},
-                "limit": COUNT,
-                "offset": COUNT,
-                "next_cursor": _nullable(
-                    {"type": "integer", "description": "?cursor= for the next page"}
-                ),
-            }
-        ),
-        "JobList": _object(
-            {
-                "jobs": {"type": "array", "items": _ref("Job")},
-                "count": COUNT,
-                "limit": COUNT,
-                "offset": COUNT,
-                "next_cursor": _nullable({"type": "integer"}),
-            }
-        ),
-        "ServiceInfo": _object(
-            {
-                "status": {"type": "string", "enum": ["running", "unavailable"]},
-                "version": TEXT,
-                "database": {
-                    "type": "object",
-                    "properties": {
-                        "ok": {"type": "boolean"},
-                        "backend": TEXT,
-                        "latency_ms": {"type": "number", "minimum": 0},
-                        "error": {**TEXT, "description": "when ok is false"},
-                    },
-                    "required": ["ok", "backend"],
-                    "additionalProperties": False,
-                },
-                "hub": _object(
-                    {
-                        "backend": TEXT,
-                        "connected": {"type": "boolean"},
-                        "subscribers": COUNT,
-                        "delivered_seq": COUNT,
-                    }
-                ),
-                "event_loop": {
-                    "type": "string",
-                    "description": "the server process's event loop: uvloop or asyncio",
-                },
-            }
-        ),
-    }
 
 
 def _json(schema: Schema, description: str) -> Schema:
@@ -177,7 +24,7 @@ def _json(schema: Schema, description: str) -> Schema:
 
 
 def _error(description: str) -> Schema:
-    return _json(_ref("Error"), description)
+    return _json(ref("Error"), description)
 
 
 BAD_QUERY = _error("a query parameter is malformed or out of range")
@@ -250,7 +97,7 @@ def _changes(summary: str, ok: dict[str, Schema], *, found: bool = True) -> Sche
 
 
 def _workflow_paths() -> dict[str, Schema]:
-    workflow = _json(_object({"workflow": _ref("Workflow")}), "the workflow")
+    workflow = _json(obj({"workflow": ref("Workflow")}), "the workflow")
     rename_body = {
         "type": "object",
         "properties": {"name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS}},
@@ -288,12 +135,12 @@ def _workflow_paths() -> dict[str, Schema]:
 
 def _paths() -> dict[str, Schema]:
     job = _json(
-        _object({"job": _ref("Job"), "jobs": {**_ref("Job"), "description": "= job (1.x)"}}),
+        obj({"job": ref("Job"), "jobs": {**ref("Job"), "description": "= job (1.x)"}}),
         "the job, with its input, output, log, shell command and attempts",
     )
     cancel = _changes(
         "Mark a running (or stale) workflow Cancelled",
-        {"200": _json(_object({"workflow": _ref("Workflow")}), "the cancelled workflow")},
+        {"200": _json(obj({"workflow": ref("Workflow")}), "the cancelled workflow")},
     )
     cancel["responses"]["409"] = CONFLICT
     return {
@@ -305,8 +152,8 @@ def _paths() -> dict[str, Schema]:
                 "summary": "Whether panoptes can store what clients send",
                 "description": "Open even when a token is set (health checks, Snakemake 8).",
                 "responses": {
-                    "200": _json(_ref("ServiceInfo"), "running"),
-                    "503": _json(_ref("ServiceInfo"), "the database does not answer"),
+                    "200": _json(ref("ServiceInfo"), "running"),
+                    "503": _json(ref("ServiceInfo"), "the database does not answer"),
                 },
             }
         },
@@ -320,7 +167,7 @@ def _paths() -> dict[str, Schema]:
                 ],
                 **_reads(
                     "Workflows, newest first",
-                    _json(_ref("WorkflowList"), "a page"),
+                    _json(ref("WorkflowList"), "a page"),
                     found=False,
                     query=True,
                 ),
@@ -330,7 +177,7 @@ def _paths() -> dict[str, Schema]:
             "get": _reads(
                 "How many workflows there are in each status",
                 _json(
-                    _object(
+                    obj(
                         {
                             "counts": {
                                 "type": "object",
@@ -348,7 +195,7 @@ def _paths() -> dict[str, Schema]:
         "/api/workflows/all": {
             "delete": _changes(
                 "Delete every workflow",
-                {"200": _json(_object({"deleted": COUNT, "msg": TEXT}), "how many went")},
+                {"200": _json(obj({"deleted": COUNT, "msg": TEXT}), "how many went")},
                 found=False,
             )
         },
@@ -367,7 +214,7 @@ def _paths() -> dict[str, Schema]:
                 ],
                 **_reads(
                     "A workflow's jobs, in the order they started",
-                    _json(_ref("JobList"), "a page"),
+                    _json(ref("JobList"), "a page"),
                     query=True,
                 ),
             }
@@ -394,7 +241,7 @@ def _paths() -> dict[str, Schema]:
                 **_reads(
                     "Per rule: how many jobs are done, running, failed, waiting",
                     _json(
-                        _object({"rules": {"type": "array", "items": _ref("Rule")}}),
+                        obj({"rules": {"type": "array", "items": ref("Rule")}}),
                         "sorted by rule",
                     ),
                 ),
@@ -453,7 +300,7 @@ def _client_paths() -> dict[str, Schema]:
                     "content": {JSON: {"schema": registration}, FORM: {"schema": registration}},
                 },
                 "responses": {
-                    "200": _json(_ref("Workflow"), "the new (or reused) workflow"),
+                    "200": _json(ref("Workflow"), "the new (or reused) workflow"),
                     "400": _error(f"the workflow id is longer than {MAX_NAME_CHARS} characters"),
                     "401": UNAUTHORIZED,
                     "403": CROSS_SITE,
@@ -474,7 +321,7 @@ def _client_paths() -> dict[str, Schema]:
                 },
                 "responses": {
                     "200": _json(
-                        _object({"status": {"type": "string", "enum": ["ok", "duplicate"]}}),
+                        obj({"status": {"type": "string", "enum": ["ok", "duplicate"]}}),
                         "stored, or dropped as the duplicate Snakemake 8 sends",
                     ),
                     "400": _error("the message is malformed; nothing was stored"),
@@ -502,7 +349,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": _paths(),
         "components": {
-            "schemas": _schemas(),
+            "schemas": schemas(),
             "securitySchemes": {
                 "token": {
                     "type": "http",

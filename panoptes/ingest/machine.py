@@ -1,0 +1,402 @@
+"""The one state machine: a client message becomes changes to workflows and jobs.
+
+Every level of every client is handled here, in one place, by a handler per level (the
+HANDLERS table at the end). Handlers move workflows and jobs only through `_move` and
+`_move_job`, which follow the tables in status.py (WORKFLOW_MOVES, JOB_MOVES): a move not
+in its table is refused and reported to the store, which counts it. The machine does no
+I/O: it reads and changes rows through a `Store` (in the server, the writer's transaction,
+store/tx.py; in the unit tests, a dictionary), so it runs synchronously inside a batch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from ..errors import UnknownWorkflow
+from ..models import JobRow, Workflow, utcnow
+from ..status import (
+    FINISHED,
+    EventKind,
+    JobStatus,
+    JobTrigger,
+    Trigger,
+    WorkflowStatus,
+    job_move,
+    workflow_move,
+)
+from .wire import Level, Message, Registration, started_jobs
+
+W = WorkflowStatus
+J = JobStatus
+K = EventKind
+
+MAX_ERROR_CHARS = 64 * 1024
+
+
+class Store(Protocol):
+    """What the machine reads and changes. Rows it is given are its to change; it says
+    which it changed, so the store can write and announce them."""
+
+    def workflow(self, workflow_id: int) -> Workflow | None: ...
+    def workflow_named(self, name: str) -> Workflow | None: ...
+    def add_workflow(self, wf: Workflow) -> None: ...
+    def silent_workflows(self, cutoff: datetime) -> list[Workflow]: ...
+    def job(self, workflow_id: int, jobid: int) -> JobRow | None: ...
+    def add_job(self, job: JobRow) -> None: ...
+    def jobs_with_status(self, workflow_id: int, status: str) -> list[JobRow]: ...
+    def job_counts(self, workflow_id: int) -> dict[str, int]: ...
+    def delete_jobs(self, workflow_id: int) -> None: ...
+    def changed_workflow(self, wf: Workflow, kind: EventKind = K.WORKFLOW_UPDATED) -> None: ...
+    def changed_job(self, job: JobRow) -> None: ...
+    def refused(self, machine: str, current: str, trigger: str) -> None: ...
+
+
+# --------------------------------------------------------------------------- moves
+
+
+def _move(store: Store, wf: Workflow, trigger: Trigger, at: datetime) -> bool:
+    """Move the workflow as the table says; whether its status changed."""
+    target = workflow_move(wf.status, trigger)
+    if target is None:
+        store.refused("workflow", wf.status, trigger)
+        return False
+    if target == wf.status:
+        return False
+    wf.status = target
+    wf.finished_at = at if target in FINISHED else None
+    store.changed_workflow(wf)
+    return True
+
+
+def can(wf: Workflow, trigger: Trigger) -> bool:
+    """Whether the table allows `trigger` for the workflow now."""
+    return workflow_move(wf.status, trigger) is not None
+
+
+def _move_job(store: Store, job: JobRow, trigger: JobTrigger) -> JobStatus | None:
+    """Move the job as the table says; its status before, or None if the move is refused
+    or changes nothing."""
+    before = JobStatus(job.status)
+    target = job_move(before, trigger)
+    if target is None:
+        store.refused("job", before, trigger)
+        return None
+    if target == before:
+        return None
+    job.status = target
+    store.changed_job(job)
+    return before
+
+
+# --------------------------------------------------------------------------- workflows
+
+
+def sweep_stale(store: Store, stale_hours: float, now: datetime | None = None) -> int:
+    """Mark Running workflows that have been silent too long as Stale."""
+    if stale_hours <= 0:
+        return 0
+    cutoff = (now or utcnow()) - timedelta(hours=stale_hours)
+    count = 0
+    for wf in store.silent_workflows(cutoff):
+        count += _move(store, wf, Trigger.SILENT, wf.updated_at)
+    return count
+
+
+def register_workflow(store: Store, request: Registration, stale_hours: float) -> Workflow:
+    """GET /create_workflow: a new run, or the reuse of a finished one with the same name."""
+    now = utcnow()
+    sweep_stale(store, stale_hours, now)
+    name = request.name or str(uuid.uuid4())
+    existing = store.workflow_named(name)
+    if existing is not None and existing.status == W.RUNNING:
+        # Restart protection: a live run is never wiped; the new one gets its own name.
+        name = f"{name}-{uuid.uuid4().hex[:8]}"
+        existing = None
+    if existing is None:
+        wf = Workflow(name=name, status=W.RUNNING, jobs_done=0, jobs_total=0)
+        _start_over(wf, request, now)
+        store.add_workflow(wf)
+        store.changed_workflow(wf, K.WORKFLOW_CREATED)
+        return wf
+    store.delete_jobs(existing.id)
+    existing.status = W.RUNNING
+    existing.jobs_done = existing.jobs_total = 0
+    _start_over(existing, request, now)
+    store.changed_workflow(existing, K.WORKFLOW_RESET)
+    return existing
+
+
+def _start_over(wf: Workflow, request: Registration, now: datetime) -> None:
+    wf.started_at = wf.updated_at = now
+    wf.finished_at = None
+    wf.error = None
+    wf.last_job_info = None
+    wf.last_digest = None
+    wf.last_error = None
+    wf.command = request.command
+    wf.workdir = request.workdir
+    wf.snakefile = request.snakefile
+    wf.dry_run = request.dry_run
+
+
+def cancel_workflow(store: Store, wf: Workflow) -> None:
+    if _move(store, wf, Trigger.CANCELLED, utcnow()):
+        store.changed_workflow(wf, K.WORKFLOW_CANCELLED)
+
+
+def apply_message(store: Store, message: Message) -> bool:
+    """Apply one validated message. Returns False for a duplicate that was dropped."""
+    wf = store.workflow(message.workflow_id)
+    if wf is None:
+        raise UnknownWorkflow(message.workflow_id)
+    if message.digest is not None:
+        if message.digest == wf.last_digest:
+            return False
+        wf.last_digest = message.digest
+    wf.updated_at = max(wf.updated_at, utcnow())
+    _move(store, wf, Trigger.HEARD, message.at)
+    handler = HANDLERS.get(message.level)
+    if handler is not None:
+        handler(store, wf, message.body, message.at)
+    return True
+
+
+def _add_error(store: Store, wf: Workflow, text: str) -> None:
+    lines = wf.error.split("\n") if wf.error else []
+    if text and text not in lines:
+        wf.error = "\n".join([*lines, text])[:MAX_ERROR_CHARS]
+        store.changed_workflow(wf)
+
+
+def _finish_successfully(store: Store, wf: Workflow, at: datetime) -> None:
+    if wf.status not in (W.RUNNING, W.STALE):
+        return
+    # The run succeeded, so every job it started finished, even where the client did not
+    # say so (snakemake -q sends job_started but no job_finished).
+    for job in store.jobs_with_status(wf.id, J.RUNNING):
+        _end_job(store, job, JobTrigger.RUN_SUCCEEDED, at, None)
+    # Counts from the job rows: what really ran (an --until run never reaches its total).
+    counts = store.job_counts(wf.id)
+    wf.jobs_total, wf.jobs_done = sum(counts.values()), counts.get(J.DONE, 0)
+    store.changed_workflow(wf)
+    _move(store, wf, Trigger.SUCCEEDED, at)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _job(store: Store, wf: Workflow, jobid: int, at: datetime) -> tuple[JobRow, bool]:
+    """The job, created if unseen. The bool says whether it is new."""
+    job = store.job(wf.id, jobid)
+    if job is not None:
+        return job, False
+    values: dict[str, Any] = {
+        "workflow_id": wf.id,
+        "jobid": jobid,
+        "status": J.WAITING if wf.dry_run else J.RUNNING,
+        "started_at": None if wf.dry_run else at,
+        "attempt": 1,
+        "attempts": [] if wf.dry_run else [_attempt_record(1, at)],
+        "wildcards": {},
+        "input": [],
+        "output": [],
+        "log": [],
+        "is_checkpoint": False,
+    }
+    job = JobRow(values, new=True)
+    store.add_job(job)
+    store.changed_job(job)
+    return job, True
+
+
+def _attempt_record(number: int, at: datetime) -> dict[str, Any]:
+    return {
+        "attempt": number,
+        "status": J.RUNNING.value,
+        "started_at": at.isoformat(),
+        "finished_at": None,
+        "error": None,
+    }
+
+
+def _end_job(
+    store: Store, job: JobRow, trigger: JobTrigger, at: datetime, error: str | None
+) -> bool:
+    """The job's attempt ended (finished or failed): whether the job moved."""
+    if _move_job(store, job, trigger) is None:
+        return False
+    job.finished_at = at
+    job.error = error if job.status == J.ERROR else job.error
+    attempts = list(job.attempts or [])
+    if not attempts:
+        attempts.append(_attempt_record(job.attempt, job.started_at or at))
+    last = dict(attempts[-1])
+    last.update(status=job.status, finished_at=at.isoformat(), error=error)
+    attempts[-1] = last
+    job.attempts = attempts  # a new list, so the JSON column sees the change
+    return True
+
+
+def _start_job(store: Store, wf: Workflow, jobid: int, at: datetime) -> JobRow:
+    """The job is running: new, waiting, or a retry of a failed attempt."""
+    job, new = _job(store, wf, jobid, at)
+    if new and not wf.dry_run:
+        return job
+    if job.status == J.WAITING and wf.dry_run:
+        return job  # a dry run only plans its jobs
+    before = _move_job(store, job, JobTrigger.STARTED)
+    if before == J.WAITING:
+        job.started_at = at
+        job.attempts = [_attempt_record(job.attempt, at)]
+    elif before in (J.ERROR, J.DONE):
+        _retry(store, wf, job, before, at)
+    return job
+
+
+def _retry(store: Store, wf: Workflow, job: JobRow, before: JobStatus, at: datetime) -> None:
+    job.attempt += 1
+    job.started_at = at
+    job.finished_at = None
+    job.error = None
+    job.attempts = [*(job.attempts or []), _attempt_record(job.attempt, at)]
+    if before == J.ERROR and wf.status == W.ERROR and not store.job_counts(wf.id).get(J.ERROR):
+        if _move(store, wf, Trigger.RETRIED, at):
+            # Snakemake retries the job (--retries): the run goes on. The failed attempt
+            # keeps its error in the job's attempts.
+            wf.error = None
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def on_job_started(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    for jobid in started_jobs(body):
+        _start_job(store, wf, jobid, at)
+
+
+def _paths(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(item) for item in value]
+
+
+def on_job_info(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    jobid = int(body["jobid"])
+    job = _start_job(store, wf, jobid, at)
+    job.rule = body.get("name") or job.rule
+    job.message = body.get("msg")
+    job.input = _paths(body.get("input"))
+    job.output = _paths(body.get("output"))
+    job.log = _paths(body.get("log"))
+    wildcards = body.get("wildcards")
+    job.wildcards = wildcards if isinstance(wildcards, dict) else {}
+    job.is_checkpoint = bool(body.get("is_checkpoint", False))
+    if body.get("shellcmd"):
+        job.shellcmd = body["shellcmd"]
+    for name in ("threads", "priority"):
+        if body.get(name) is not None:
+            setattr(job, name, int(body[name]))
+    if body.get("resources") is not None:
+        resources = body["resources"]
+        # Snakemake 7/8 send an unnamed positional list; keep it, under a name.
+        job.resources = resources if isinstance(resources, dict) else {"values": resources}
+    job.reason = body.get("reason") or job.reason
+    wf.last_job_info = jobid
+    store.changed_job(job)
+
+
+def on_job_finished(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    job, _ = _job(store, wf, int(body["jobid"]), at)
+    _end_job(store, job, JobTrigger.FINISHED, at, None)
+
+
+def on_job_error(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    job, _ = _job(store, wf, int(body["jobid"]), at)
+    job.rule = job.rule or body.get("name") or None
+    if body.get("shellcmd") and not job.shellcmd:
+        job.shellcmd = body["shellcmd"]
+    # The error text comes in the `error` message just before (RuleException ...).
+    text = wf.last_error or "job failed"
+    wf.last_error = None
+    _end_job(store, job, JobTrigger.FAILED, at, text)
+    _add_error(store, wf, f"job {job.jobid} ({job.rule or 'unknown rule'}) failed")
+    _move(store, wf, Trigger.FAILED, at)
+
+
+def on_error(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    parts = [str(body.get("msg") or body.get("exception") or "error")]
+    for key in ("rule", "location"):
+        if body.get(key):
+            parts.append(f"{key}: {body[key]}")
+    if body.get("traceback"):
+        parts.append(str(body["traceback"]))
+    text = " | ".join(parts)
+    wf.last_error = text
+    _add_error(store, wf, text)
+    _move(store, wf, Trigger.FAILED, at)
+
+
+def on_progress(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    if wf.status == W.DONE:
+        return  # counts were reconciled when it finished
+    done, total = int(body["done"]), int(body["total"])
+    if (wf.jobs_done, wf.jobs_total) != (done, total):
+        wf.jobs_done, wf.jobs_total = done, total
+        store.changed_workflow(wf)
+    if total > 0 and done >= total:
+        _move(store, wf, Trigger.ALL_DONE, at)
+
+
+def on_shellcmd(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    command = body.get("msg")
+    if not isinstance(command, str) or not command:
+        return
+    jobid = body.get("jobid")
+    if jobid is None:
+        # Snakemake 7/8 send the command right after the job_info it belongs to.
+        jobid = wf.last_job_info
+    if jobid is None:
+        return
+    job = store.job(wf.id, int(jobid))
+    if job is not None and not job.shellcmd:
+        job.shellcmd = command
+        store.changed_job(job)
+
+
+def on_info(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    text = body.get("msg")
+    if not isinstance(text, str):
+        return
+    if text.startswith("Nothing to be done"):
+        _finish_successfully(store, wf, at)
+    elif text.startswith("This was a dry-run"):
+        wf.dry_run = True
+        _finish_successfully(store, wf, at)
+    elif text.startswith("Complete log"):
+        # Snakemake 7/8 write this at the end of every real run; a failed run has
+        # already turned Error, so a still-running workflow has succeeded (--until too).
+        _finish_successfully(store, wf, at)
+
+
+def on_workflow_success(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+    _finish_successfully(store, wf, at)
+
+
+Handler = Callable[[Store, Workflow, dict[str, Any], datetime], None]
+
+HANDLERS: dict[str, Handler] = {
+    Level.JOB_STARTED: on_job_started,
+    Level.JOB_INFO: on_job_info,
+    Level.JOB_FINISHED: on_job_finished,
+    Level.JOB_ERROR: on_job_error,
+    Level.ERROR: on_error,
+    Level.PROGRESS: on_progress,
+    Level.SHELLCMD: on_shellcmd,
+    Level.INFO: on_info,
+    Level.WORKFLOW_SUCCESS: on_workflow_success,
+}

@@ -1,0 +1,138 @@
+"""POST /update_workflow_status, served beside the Quart app for speed.
+
+Every Snakemake message comes here, so this path is kept short: it reads the raw ASGI
+request and answers it without Quart's request and response machinery, which cost about
+as much CPU as storing the message. It gives the same answers as the app's own route
+(wms.py), which tests/test_parity.py holds it to: the same checks (auth.check), body
+decoding (bodies.decode_fields), message handling (wms.ingest_fields), JSON errors
+(errors.render) and headers (auth.security_headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from quart import Quart
+
+from ..config import Config
+from ..errors import (
+    BadRequest,
+    MethodNotAllowed,
+    PanoptesError,
+    RequestTimeout,
+    TooLarge,
+    Unavailable,
+    crash_detail,
+    render,
+)
+from ..service import Service
+from . import auth
+from .bodies import cookie, decode_fields
+from .wms import BODY_TIMEOUT_SECONDS, INGEST_PATH, ingest_fields, refused
+
+log = logging.getLogger(__name__)
+
+Answer = tuple[int, bytes, dict[str, str]]
+
+
+class IngestEndpoint:
+    """ASGI middleware: answers POST /update_workflow_status; passes on everything else."""
+
+    def __init__(self, app: Any, quart: Quart, config: Config) -> None:
+        self.app = app
+        self.quart = quart
+        self.config = config
+        self.max_body = config.max_body_bytes
+        self.headers = [
+            (b"content-type", b"application/json"),
+            *((k.lower().encode(), v.encode()) for k, v in auth.security_headers(config).items()),
+        ]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != INGEST_PATH:
+            await self.app(scope, receive, send)
+            return
+        running: Service = self.quart.extensions["panoptes"]
+        started = time.perf_counter()
+        try:
+            if scope["method"] == "POST":
+                status, body, extra = await self._handle(scope, receive, running)
+            else:
+                status, body, extra = render(MethodNotAllowed(["POST"]))
+        except Exception as exc:
+            log.exception("unhandled error on POST %s", INGEST_PATH)
+            # Snakemake 7/8 abort the user's run on a 500, and carry on after a 503.
+            crashed = Unavailable(crash_detail(exc), error="internal error")
+            status, body, extra = render(crashed)
+        if status == 200:
+            running.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        headers = [
+            *self.headers,
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in extra.items()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(self, scope: Any, receive: Any, running: Service) -> Answer:
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope["headers"]
+        }
+        client = (scope.get("client") or ("unknown",))[0]
+        try:
+            auth.check(
+                self.config,
+                "POST",
+                INGEST_PATH,
+                headers,
+                headers.get("host", ""),
+                auth.path_token(scope),
+                cookie(headers.get("cookie"), auth.COOKIE),
+            )
+        except PanoptesError as exc:
+            return render(exc)
+        try:
+            try:
+                raw = await self._body(receive, headers)
+                mimetype = headers.get("content-type", "").partition(";")[0].strip().lower()
+                fields = decode_fields(raw, mimetype, required=True)
+            except PanoptesError as exc:
+                refused(running, client, exc)
+                raise
+            answer = await ingest_fields(running, fields, client)
+        except PanoptesError as exc:
+            return render(exc)
+        return 200, orjson.dumps(answer), {}
+
+    async def _body(self, receive: Any, headers: dict[str, str]) -> bytes:
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            raise TooLarge(self.max_body)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+                while True:
+                    event = await receive()
+                    if event["type"] == "http.disconnect":
+                        raise BadRequest("the client went away")
+                    chunk = event.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise TooLarge(self.max_body)
+                    chunks.append(chunk)
+                    if not event.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the body did not arrive within {BODY_TIMEOUT_SECONDS} s"
+            ) from None
+
+
+def install(app: Quart, config: Config) -> None:
+    app.asgi_app = IngestEndpoint(app.asgi_app, app, config)  # type: ignore[method-assign]

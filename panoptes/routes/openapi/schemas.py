@@ -1,0 +1,161 @@
+"""The OpenAPI document's component schemas: workflows, jobs, rules, errors (shapes.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...status import JobStatus, WorkflowStatus
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def obj(properties: dict[str, Schema], description: str = "") -> Schema:
+    """An object that has exactly these properties, all of them always present."""
+    schema: Schema = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+    if description:
+        schema["description"] = description
+    return schema
+
+
+TIME: Schema = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
+COUNT: Schema = {"type": "integer", "minimum": 0}
+TEXT: Schema = {"type": "string"}
+PATHS: Schema = {
+    "type": "array",
+    "items": {},
+    "description": "paths, as strings (a job converted from panoptes 1.x may hold other values)",
+}
+
+
+def schemas() -> dict[str, Schema]:
+    workflow_statuses = [s.value for s in WorkflowStatus]
+    job_statuses = [s.value for s in JobStatus]
+    return {
+        "Error": obj({"error": TEXT, "detail": TEXT}, "Every 4xx (and 5xx) answer of the API."),
+        "Workflow": obj(
+            {
+                "id": {"type": "integer"},
+                "name": {**TEXT, "description": "unique; the client's workflow id, or a uuid"},
+                "status": {"type": "string", "enum": workflow_statuses},
+                "jobs_done": COUNT,
+                "jobs_total": COUNT,
+                "started_at": TIME,
+                "updated_at": TIME,
+                "finished_at": nullable(TIME),
+                "completed_at": nullable(
+                    {**TIME, "description": "the same as finished_at (the 1.x name)"}
+                ),
+                "error": nullable(TEXT),
+                "dry_run": {"type": "boolean"},
+                "command": nullable(TEXT),
+                "workdir": nullable(TEXT),
+            }
+        ),
+        "Attempt": obj(
+            {
+                "attempt": {"type": "integer", "minimum": 1},
+                "status": {"type": "string", "enum": job_statuses},
+                "started_at": nullable(TIME),
+                "finished_at": nullable(TIME),
+                "error": nullable(TEXT),
+            }
+        ),
+        "Job": obj(
+            {
+                "jobid": {"type": "integer"},
+                "workflow_id": {"type": "integer"},
+                "rule": nullable(TEXT),
+                "name": nullable({**TEXT, "description": "the same as rule (the 1.x name)"}),
+                "status": {"type": "string", "enum": job_statuses},
+                "message": nullable(TEXT),
+                "wildcards": {"type": "object"},
+                "input": PATHS,
+                "output": PATHS,
+                "log": PATHS,
+                "shell_command": nullable(TEXT),
+                "threads": nullable({"type": "integer"}),
+                "resources": nullable({"type": "object"}),
+                "priority": nullable({"type": "integer"}),
+                "reason": nullable(TEXT),
+                "is_checkpoint": {"type": "boolean"},
+                "started_at": nullable(TIME),
+                "finished_at": nullable(TIME),
+                "completed_at": nullable(TIME),
+                "attempt": {"type": "integer", "minimum": 1},
+                "attempts": {"type": "array", "items": ref("Attempt")},
+                "error": nullable(TEXT),
+            }
+        ),
+        "Rule": obj(
+            {
+                "rule": {**TEXT, "description": "empty for jobs whose rule is not known yet"},
+                "total": COUNT,
+                "done": COUNT,
+                "running": COUNT,
+                "error": COUNT,
+                "waiting": COUNT,
+            }
+        ),
+        "WorkflowList": obj(
+            {
+                "workflows": {"type": "array", "items": ref("Workflow")},
+                "count": {**COUNT, "description": "how many match, on all pages"},
+                "limit": COUNT,
+                "offset": COUNT,
+                "next_cursor": nullable(
+                    {"type": "integer", "description": "?cursor= for the next page"}
+                ),
+            }
+        ),
+        "JobList": obj(
+            {
+                "jobs": {"type": "array", "items": ref("Job")},
+                "count": COUNT,
+                "limit": COUNT,
+                "offset": COUNT,
+                "next_cursor": nullable({"type": "integer"}),
+            }
+        ),
+        "ServiceInfo": obj(
+            {
+                "status": {"type": "string", "enum": ["running", "unavailable"]},
+                "version": TEXT,
+                "database": {
+                    "type": "object",
+                    "properties": {
+                        "ok": {"type": "boolean"},
+                        "backend": TEXT,
+                        "latency_ms": {"type": "number", "minimum": 0},
+                        "error": {**TEXT, "description": "when ok is false"},
+                    },
+                    "required": ["ok", "backend"],
+                    "additionalProperties": False,
+                },
+                "hub": obj(
+                    {
+                        "backend": TEXT,
+                        "connected": {"type": "boolean"},
+                        "subscribers": COUNT,
+                        "delivered_seq": COUNT,
+                    }
+                ),
+                "event_loop": {
+                    "type": "string",
+                    "description": "the server process's event loop: uvloop or asyncio",
+                },
+            }
+        ),
+    }

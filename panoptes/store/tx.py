@@ -1,0 +1,266 @@
+"""One operation's view of the writer's open transaction: the Store the state machine and
+the service's operations read and change, and the changes a batch announces as events.
+
+Operations mark what they change (`changed_workflow`, `changed_job`); the batch turns that
+into events once, at its end (`announce`): one event per changed object carrying its final
+state, one rule.updated per rule whose counts may have moved, all counted in one query.
+Sessions do not autoflush: a method here that reads with SQL what the batch may have
+changed flushes first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from ..models import JOBS, Event, Job, JobRow, Workflow, silent_since, utcnow
+from ..shapes import event_message, feed_message, job_view, workflow_view
+from ..status import EventKind
+from .sql import JOB_BY_KEY, JobKey, RuleKey, flush, insert_events, rule_counts
+
+K = EventKind
+
+# When one batch changes a workflow in several ways, its one event carries the kind that
+# tells a client most: a new workflow is announced as created whatever happened to it next,
+# and a reset (the page drops its jobs) is not hidden by a rename that came first. Between
+# equals the first wins.
+_KIND_RANK = {K.WORKFLOW_UPDATED: 0, K.WORKFLOW_RESET: 2, K.WORKFLOW_CREATED: 3}
+
+
+def _rank(kind: EventKind) -> int:
+    return _KIND_RANK.get(kind, 1)
+
+
+# A move the state machine refused: (machine, from, trigger).
+Refusal = tuple[str, str, str]
+
+
+@dataclass
+class Changes:
+    """Objects changed and not yet announced, one entry per object (by identity)."""
+
+    workflows: dict[int, tuple[Workflow, EventKind]] = field(default_factory=dict)
+    jobs: dict[int, JobRow] = field(default_factory=dict)
+    # Rules whose counts may have changed besides the rules the changed jobs end up in:
+    # the rule a job had when it was looked up. A job that moves from one rule to another
+    # (job_started names no rule, job_info does) changes the counts of both.
+    rules: set[RuleKey] = field(default_factory=set)
+    refused: list[Refusal] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.workflows or self.jobs)
+
+    def workflow(self, wf: Workflow, kind: EventKind) -> None:
+        previous = self.workflows.get(id(wf))
+        if previous is None or _rank(kind) > _rank(previous[1]):
+            self.workflows[id(wf)] = (wf, kind)
+
+    def merge(self, other: Changes) -> None:
+        for wf, kind in other.workflows.values():
+            self.workflow(wf, kind)
+        self.jobs.update(other.jobs)
+        self.rules |= other.rules
+        self.refused += other.refused
+
+    def forget(self, workflow_ids: Collection[int], *, workflows: bool) -> None:
+        """Drop what is pending for these workflows' jobs (and for the workflows)."""
+        self.jobs = {k: job for k, job in self.jobs.items() if job.workflow_id not in workflow_ids}
+        self.rules = {key for key in self.rules if key[0] not in workflow_ids}
+        if workflows:
+            self.workflows = {
+                k: entry for k, entry in self.workflows.items() if entry[0].id not in workflow_ids
+            }
+
+
+@dataclass
+class Tx:
+    """One operation's view of the open transaction, plus the changes it makes."""
+
+    session: Session
+    events: list[Event]
+    # Every job the batch loaded or made, by (workflow id, jobid): the batch's own copy,
+    # written back by flush().
+    jobs_cache: dict[JobKey, JobRow]
+    # Jobs the batch looked for when it began and did not find.
+    absent_jobs: set[JobKey] = field(default_factory=set)
+    # What the batch's earlier operations changed, and what this one changes: merged into
+    # the batch when the operation succeeds, dropped when it raises a PanoptesError.
+    batch: Changes = field(default_factory=Changes)
+    changes: Changes = field(default_factory=Changes)
+
+    # ---- what changed
+
+    def changed_workflow(self, wf: Workflow, kind: EventKind = K.WORKFLOW_UPDATED) -> None:
+        self.changes.workflow(wf, kind)
+
+    def changed_job(self, job: JobRow) -> None:
+        self.changes.jobs[id(job)] = job
+
+    def refused(self, machine: str, current: str, trigger: str) -> None:
+        self.changes.refused.append((machine, current, trigger))
+
+    def emit(self, kind: EventKind | str, workflow_id: int | None, payload: dict[str, Any]) -> None:
+        """An event as it is, numbered in the order emitted (before the batch's changes)."""
+        event = Event(type=kind, workflow_id=workflow_id, payload=payload, created_at=utcnow())
+        self.session.add(event)
+        self.events.append(event)
+
+    def flush(self) -> None:
+        """Write what the batch changed so far, before a query that must see it."""
+        flush(self.session, self.jobs_cache)
+
+    # ---- workflows
+
+    def workflow(self, workflow_id: int) -> Workflow | None:
+        return self.session.get(Workflow, workflow_id)
+
+    def workflow_named(self, name: str) -> Workflow | None:
+        self.flush()  # the batch may have registered or renamed a workflow of this name
+        return self.session.scalar(select(Workflow).where(Workflow.name == name))
+
+    def add_workflow(self, wf: Workflow) -> None:
+        self.session.add(wf)
+
+    def silent_workflows(self, cutoff: datetime) -> list[Workflow]:
+        """Running workflows with no event since `cutoff`."""
+        self.flush()  # the batch's changes to these columns count
+        return list(self.session.scalars(select(Workflow).where(silent_since(cutoff))))
+
+    def ended_before(
+        self, cutoff: datetime, statuses: Collection[str], limit: int
+    ) -> list[Workflow]:
+        """Workflows in `statuses` that finished (or, unfinished, went silent) before
+        `cutoff`, oldest id first."""
+        ended = func.coalesce(Workflow.finished_at, Workflow.updated_at)
+        self.flush()
+        query = (
+            select(Workflow)
+            .where(Workflow.status.in_(statuses), ended < cutoff)
+            .order_by(Workflow.id)
+            .limit(limit)
+        )
+        return list(self.session.scalars(query))
+
+    def remove_workflows(self, workflows: list[Workflow], *, with_events: bool = False) -> None:
+        """Delete workflows with their jobs (and, if asked, their events), and announce it.
+
+        Their events go before the deletion events are written: a feed client resuming from
+        before still learns of the deletion, and nothing else about them."""
+        ids = [wf.id for wf in workflows]
+        if with_events and ids:
+            self.session.execute(
+                delete(Event).where(Event.workflow_id.in_(ids)),
+                execution_options={"synchronize_session": False},
+            )
+        for wf in workflows:
+            self.session.delete(wf)
+        # First: what the batch had pending for their jobs is not written (their rows go
+        # with them), and the deletion is announced.
+        self.deleted_workflows(ids)
+        self.flush()  # gone for the rest of the batch: a later get() finds nothing
+
+    def remove_all_workflows(self) -> int:
+        self.flush()  # what the batch added goes too
+        ids = list(self.session.scalars(select(Workflow.id)))
+        self.session.execute(delete(Workflow))
+        self.deleted_workflows(ids)
+        return len(ids)
+
+    def deleted_workflows(self, workflow_ids: Collection[int]) -> None:
+        """Announce deleted workflows; whatever the batch changed in them goes unsaid."""
+        self._forget(set(workflow_ids), workflows=True)
+        for workflow_id in workflow_ids:
+            self.emit(K.WORKFLOW_DELETED, workflow_id, {"workflow": {"id": workflow_id}})
+
+    # ---- jobs
+
+    def job(self, workflow_id: int, jobid: int) -> JobRow | None:
+        key = (workflow_id, jobid)
+        job = self.jobs_cache.get(key)
+        if job is None and key not in self.absent_jobs:
+            row = self.session.execute(
+                JOB_BY_KEY, {"workflow_id": workflow_id, "jobid": jobid}
+            ).first()
+            if row is not None:
+                job = self.jobs_cache[key] = JobRow(row._mapping, new=False)
+        if job is not None:
+            self.changes.rules.add((workflow_id, job.rule))
+        return job
+
+    def add_job(self, job: JobRow) -> None:
+        self.jobs_cache[(job.workflow_id, job.jobid)] = job
+
+    def jobs_with_status(self, workflow_id: int, status: str) -> list[JobRow]:
+        """The workflow's jobs that have this status, as the batch has left them."""
+        self.flush()
+        rows = self.session.execute(
+            select(JOBS).where(JOBS.c.workflow_id == workflow_id, JOBS.c.status == status)
+        )
+        found = []
+        for row in rows:
+            key = (workflow_id, row.jobid)
+            job = self.jobs_cache.get(key)
+            if job is None:
+                job = self.jobs_cache[key] = JobRow(row._mapping, new=False)
+            found.append(job)
+        return found
+
+    def job_counts(self, workflow_id: int) -> dict[str, int]:
+        """How many of the workflow's jobs are in each status, as the batch has left them."""
+        self.flush()
+        rows = self.session.execute(
+            select(Job.status, func.count())
+            .where(Job.workflow_id == workflow_id)
+            .group_by(Job.status)
+        )
+        return {status: count for status, count in rows}
+
+    def delete_jobs(self, workflow_id: int) -> None:
+        """The workflow's jobs are gone: nothing of them to look up or announce."""
+        self.session.execute(delete(Job).where(Job.workflow_id == workflow_id))
+        self._forget({workflow_id}, workflows=False)
+
+    def _forget(self, workflow_ids: set[int], *, workflows: bool) -> None:
+        for key in [key for key in self.jobs_cache if key[0] in workflow_ids]:
+            del self.jobs_cache[key]
+        self.batch.forget(workflow_ids, workflows=workflows)
+        self.changes.forget(workflow_ids, workflows=workflows)
+
+
+def announce(
+    session: Session, changes: Changes, jobs: dict[JobKey, JobRow], emitted: Iterable[Event]
+) -> list[dict[str, Any]]:
+    """Turn what a batch changed into numbered events, one per object with its final state,
+    and return them with the events emitted as they were, as the feed sends them, in seq
+    order."""
+    flush(session, jobs)  # ids for new rows; the counts below see every change
+    messages = [event_message(event) for event in emitted]  # numbered now they are written
+    if not changes:
+        return messages
+    rules = changes.rules | {(job.workflow_id, job.rule) for job in changes.jobs.values()}
+    counts = rule_counts(session, rules)
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+
+    def add(kind: EventKind, workflow_id: int, payload: dict[str, Any]) -> None:
+        rows.append(
+            {"type": kind, "workflow_id": workflow_id, "payload": payload, "created_at": now}
+        )
+
+    for wf, kind in changes.workflows.values():
+        add(kind, wf.id, {"workflow": workflow_view(wf)})
+    for job in changes.jobs.values():
+        add(K.JOB_UPDATED, job.workflow_id, {"job": job_view(job)})
+    for key in sorted(rules, key=lambda key: (key[0], key[1] or "")):
+        add(K.RULE_UPDATED, key[0], {"rule": counts[key]})
+    seqs = insert_events(session, rows)
+    messages += [
+        feed_message(row["type"], seq, row["workflow_id"], now, row["payload"])
+        for row, seq in zip(rows, seqs, strict=True)
+    ]
+    return sorted(messages, key=lambda message: message["seq"])

@@ -1,0 +1,219 @@
+"""The single write path: every change goes through one task that commits in batches.
+
+Callers `submit` an operation (a plain function of a `Tx`) and wait for its result, which
+is returned only after the transaction holding it has committed: an acknowledged event is
+on disk. Operations queued while a commit is in flight are committed together (group
+commit), which is what makes SQLite ingest fast. A batch runs synchronously from start to
+commit; on an SQLite file, in a thread of its own (see Writer). After each commit the
+events the batch recorded are handed, in sequence order, to `publish` (the broadcast hub).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..db import make_sync_sqlite_engine, sqlite_file
+from ..errors import PanoptesError
+from ..models import Event
+from .sql import FileTurn, Preload, SQLiteWriteSession, preload, take_turn
+from .tx import Changes, Refusal, Tx, announce
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Operation = Callable[[Tx], Any]
+Publisher = Callable[[list[dict[str, Any]]], Awaitable[None]]
+# Told, after each commit, of the moves its operations' state machine refused.
+RefusalCounter = Callable[[list[Refusal]], None]
+
+
+@dataclass
+class _Outcome:
+    results: list[tuple[bool, Any]]
+    messages: list[dict[str, Any]]
+    refused: list[Refusal]
+
+
+@dataclass
+class _Pending:
+    operation: Operation
+    future: asyncio.Future[Any]
+    preload: Preload | None = None
+
+
+class Writer:
+    """Runs each batch of operations as one synchronous transaction.
+
+    On an SQLite file the whole batch runs in one thread of its own, on a plain sqlite3
+    connection: one hand-off between the event loop and that thread per batch. (Through
+    aiosqlite every statement costs about four, each a wake-up of the loop; they were most
+    of a batch's cost.) Elsewhere (PostgreSQL, SQLite in memory) the same code runs through
+    AsyncSession.run_sync on the app's async engine."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publish: Publisher,
+        batch_size: int = 256,
+        on_refused: RefusalCounter | None = None,
+    ) -> None:
+        self._publish = publish
+        self._batch_size = batch_size
+        self._on_refused = on_refused
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        sqlite = engine.dialect.name == "sqlite"
+        session_class = SQLiteWriteSession if sqlite else Session
+        self._async_sessions = async_sessionmaker(
+            engine, expire_on_commit=False, autoflush=False, sync_session_class=session_class
+        )
+        database = sqlite_file(engine.url)
+        self._thread: ThreadPoolExecutor | None = None
+        self._sync_engine: Engine | None = None
+        self._turn: FileTurn | None = None
+        if database is not None:
+            self._sync_engine = make_sync_sqlite_engine(engine.url)
+            self._sync_sessions = sessionmaker(
+                self._sync_engine,
+                class_=SQLiteWriteSession,
+                expire_on_commit=False,
+                autoflush=False,
+            )
+            self._turn = FileTurn(database)
+
+    async def start(self) -> None:
+        if self._sync_engine is not None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="panoptes-writer")
+        self._task = asyncio.create_task(self._run(), name="panoptes-writer")
+
+    async def stop(self) -> None:
+        """Commit everything already submitted, then stop."""
+        if self._task is None:
+            return
+        await self._queue.put(None)
+        await self._task
+        self._task = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+        if self._turn is not None:
+            self._turn.close()
+
+    async def submit(self, operation: Callable[[Tx], T], preload: Preload | None = None) -> T:
+        """Run `operation` in a write transaction; its result once that has committed.
+
+        The operation runs synchronously, maybe in the writer's thread, together with the
+        other operations of its batch: it may only use the Tx it is given."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("the writer is not running")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(operation, future, preload))
+        return await future
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            batch: list[_Pending] = []
+            if first is None:
+                stopping = True
+            else:
+                batch.append(first)
+            while len(batch) < self._batch_size and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    continue
+                batch.append(item)
+            if batch:
+                await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        try:
+            outcome = await self._run_in_transaction(batch)
+        except Exception:
+            # Something unexpected failed: nothing of the batch was kept. Run each
+            # operation alone so one bad message cannot cost the others.
+            log.exception("a write batch of %d failed; retrying one by one", len(batch))
+            for pending in batch:
+                await self._commit_alone(pending)
+            return
+        await self._finish(batch, outcome)
+
+    async def _commit_alone(self, pending: _Pending) -> None:
+        try:
+            outcome = await self._run_in_transaction([pending])
+        except Exception as exc:
+            log.exception("a write operation failed")
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+            return
+        await self._finish([pending], outcome)
+
+    async def _run_in_transaction(self, batch: list[_Pending]) -> _Outcome:
+        """Run the operations in one transaction; their results, and the committed events as
+        the feed sends them."""
+        if self._thread is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._thread, self._in_thread, batch)
+        async with self._async_sessions() as session, session.begin():
+            return await session.run_sync(_transaction, batch)
+
+    def _in_thread(self, batch: list[_Pending]) -> _Outcome:
+        assert self._turn is not None
+        with self._turn, self._sync_sessions() as session, session.begin():
+            return _transaction(session, batch)
+
+    async def _finish(self, batch: list[_Pending], outcome: _Outcome) -> None:
+        for pending, (ok, value) in zip(batch, outcome.results, strict=True):
+            if pending.future.done():
+                continue
+            if ok:
+                pending.future.set_result(value)
+            else:
+                pending.future.set_exception(value)
+        if outcome.refused and self._on_refused is not None:
+            self._on_refused(outcome.refused)
+        if outcome.messages:
+            try:
+                await self._publish(outcome.messages)
+            except Exception:
+                log.exception("publishing %d events failed", len(outcome.messages))
+
+
+def _transaction(session: Session, batch: list[_Pending]) -> _Outcome:
+    """A batch's operations in the open transaction of `session`, which commits after."""
+    events: list[Event] = []
+    results: list[tuple[bool, Any]] = []
+    take_turn(session)
+    loaded = preload(session, [p.preload for p in batch if p.preload])
+    changes = Changes()
+    for pending in batch:
+        tx = Tx(
+            session=session,
+            events=events,
+            jobs_cache=loaded.jobs,
+            absent_jobs=loaded.absent_jobs,
+            batch=changes,
+        )
+        try:
+            value = pending.operation(tx)
+        except PanoptesError as exc:
+            results.append((False, exc))
+            continue
+        changes.merge(tx.changes)
+        results.append((True, value))
+    messages = announce(session, changes, loaded.jobs, events)  # flushes everything first
+    return _Outcome(results, messages, changes.refused)
