@@ -530,11 +530,11 @@ async def test_events_posted_to_one_server_reach_subscribers_of_the_other(
             await send(to_b, workflow_id, {"level": "progress", "done": 0, "total": 2})
             await send(to_b, workflow_id, {"level": "job_info", "jobid": 1, "name": "map"})
             await send(to_b, workflow_id, {"level": "job_finished", "jobid": 1})
-            expected = after(await shared.stored(workflow_id), hello["seq"])
+            expected = after(await shared.stored(workflow_id), hello["head"])
             assert len(expected) >= 4
             seen = await collect(one, len(expected))
             assert seen == expected
-            expected_all = after(await shared.stored(), hello_all["seq"])
+            expected_all = after(await shared.stored(), hello_all["head"])
             assert expected_all, "progress changed the workflow"
             assert await collect(everything, len(expected_all)) == expected_all
         last = seen[-1][0]
@@ -565,7 +565,7 @@ async def test_concurrent_posts_to_both_servers_reach_everyone_in_seq_order(
         sockets = [
             await connect(ws_url(server, f"/ws/workflow/{workflow_id}")) for server in (a, b, a, b)
         ]
-        hellos = [(await next_event(ws))["seq"] for ws in sockets]
+        hellos = [(await next_event(ws))["head"] for ws in sockets]
         received: list[list[tuple[int, str]]] = [[] for _ in sockets]
         rule_totals: list[int] = []
 
@@ -750,7 +750,7 @@ async def test_hypercorn_workers_share_live_events(
     workers = _children(process.pid)
 
     sockets = await _subscribe_on_both_workers(port, workflow_id, workers, at_least=4)
-    hellos = [(await next_event(ws))["seq"] for ws in sockets]
+    hellos = [(await next_event(ws))["head"] for ws in sockets]
 
     # Posts on fresh connections until both workers have written some.
     writers: dict[int, int] = {}

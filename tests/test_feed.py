@@ -88,7 +88,7 @@ async def test_events_arrive_in_order_with_seq(server: LiveServer, http: httpx.A
         connect(ws_url(server, "/ws")) as everything,
     ):
         hello = await next_event(one)
-        assert hello["type"] == "hello" and isinstance(hello["seq"], int)
+        assert hello["type"] == "hello" and isinstance(hello["head"], int)
         assert (await next_event(everything))["type"] == "hello"
         await send(http, workflow_id, {"level": "progress", "done": 0, "total": 2})
         await send(http, workflow_id, {"level": "job_started", "jobs": [1]})
@@ -145,6 +145,32 @@ async def test_reconnect_with_since_gets_exactly_the_missed_events(
         assert live["type"] == "job.updated" and live["job"]["status"] == "Done"
 
 
+async def test_a_client_cut_off_during_a_replay_resumes_from_the_highest_seq_it_received(
+    server: LiveServer, http: httpx.AsyncClient
+):
+    """docs/feed.md: "remember the highest seq you received". Only events carry a seq, so a
+    client that takes the highest of every message it got, hello included, and is cut off
+    in the middle of a replay still gets the rest: no gap, nothing twice."""
+    workflow_id = await create(http)
+    for jobid in range(1, 11):
+        await send(http, workflow_id, {"level": "job_info", "jobid": jobid, "name": "a"})
+    stored = stored_events(server, workflow_id)
+    got: list[tuple[int, str]] = []
+    highest = 0
+    async with connect(ws_url(server, f"/ws/workflow/{workflow_id}?since=0")) as ws:
+        for _ in range(1 + 5):  # hello, then the first five replayed events
+            message = await next_event(ws)
+            highest = max(highest, message.get("seq", 0))
+            if message["type"] != "hello":
+                got.append((message["seq"], message["type"]))
+    assert highest < stored[-1][0], "cut off before the replay caught up"
+    async with connect(ws_url(server, f"/ws/workflow/{workflow_id}?since={highest}")) as ws:
+        assert "seq" not in await next_event(ws)  # hello
+        rest = await collect(ws, len(stored) - len(got))
+    got += [(e["seq"], e["type"]) for e in rest]
+    assert got == stored
+
+
 async def test_since_beyond_the_servers_log_goes_on_from_the_present(
     server: LiveServer, http: httpx.AsyncClient
 ):
@@ -155,7 +181,7 @@ async def test_since_beyond_the_servers_log_goes_on_from_the_present(
     head = max(seq for seq, _ in stored_events(server, workflow_id))
     async with connect(ws_url(server, f"/ws/workflow/{workflow_id}?since={head + 1000}")) as ws:
         hello = await next_event(ws)
-        assert (hello["type"], hello["seq"]) == ("hello", head)
+        assert (hello["type"], hello["head"]) == ("hello", head)
         await send(http, workflow_id, {"level": "job_finished", "jobid": 1})
         live = await next_event(ws)
         assert live["seq"] == head + 1
@@ -223,7 +249,7 @@ async def test_keepalive_pings_arrive(server: LiveServer):
     async with connect(ws_url(server, "/ws")) as ws:
         hello = json.loads(await ws.recv())
         ping = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        assert ping == {"type": "ping", "seq": hello["seq"]}
+        assert hello["type"] == "hello" and ping == {"type": "ping"}
 
 
 async def test_foreign_origin_is_refused_unless_allowed(tmp_path: Path):

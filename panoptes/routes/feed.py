@@ -1,7 +1,8 @@
 """The websocket feed: /ws (every workflow) and /ws/workflow/<id> (one workflow's jobs).
 
-Protocol (docs/feed.md): the server sends JSON text messages, each with "type" and "seq".
-It starts with {"type": "hello", "seq": N}. A client that reconnects with ?since=<seq>
+Protocol (docs/feed.md): the server sends JSON text messages, each with a "type"; event
+messages, and only they, carry a "seq". It starts with {"type": "hello", "head": N}, N the
+newest stored seq. A client that reconnects with ?since=<seq>
 first gets every event after that seq from the database, then live events, with no gap
 and no duplicate: the subscription is opened before the replay, and live events already
 replayed are skipped by seq. A subscriber that falls behind gets {"type": "resync"} and the
@@ -75,13 +76,13 @@ class _Stream:
             try:
                 item = await asyncio.wait_for(subscription.get(), ping_seconds)
             except TimeoutError:
-                await _send({"type": "ping", "seq": self.last})
+                await _send({"type": "ping"})
                 continue
             if item is SHUTDOWN:
                 await websocket.close(1001, "panoptes is shutting down")
                 return
             if item is RESYNC:
-                await _send({"type": "resync", "seq": self.last})
+                await _send({"type": "resync"})
                 await self.replay()
             elif item.seq > self.last:
                 await websocket.send(item.text)
@@ -108,11 +109,11 @@ async def _serve(workflow_id: int | None) -> None:
             head = await queries.last_seq(session)
         # A since above the newest stored seq comes from another database (this one was
         # replaced or reset): nothing numbered at or below it here is what the client saw.
-        # Continue from the present, so it gets what comes next; the hello, whose seq is
+        # Continue from the present, so it gets what comes next; the hello, whose head is
         # below its since, tells it to drop what it holds (docs/feed.md).
         stream = _Stream(workflow_id, head if since is None or since > head else since)
         await _send(
-            {"type": "hello", "seq": head, "workflow_id": workflow_id, "version": __version__}
+            {"type": "hello", "head": head, "workflow_id": workflow_id, "version": __version__}
         )
         if since is not None:
             await stream.replay()

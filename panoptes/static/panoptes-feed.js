@@ -98,15 +98,15 @@
           return;
         }
         if (event.type === "hello") {
-          if (this.seq != null && event.seq < this.seq) {
+          if (this.seq != null && event.head < this.seq) {
             // The server's log is behind what we saw: its database was replaced. It goes
             // on from its newest seq; what we hold came from the old database.
-            this.seq = event.seq;
+            this.seq = event.head;
             this.emit("hello", event);
             this.emit("reset", event);
             return;
           }
-          if (this.seq == null) this.seq = event.seq;
+          if (this.seq == null) this.seq = event.head;
           this.emit("hello", event);
           return;
         }
