@@ -590,11 +590,12 @@ def launch(db: str, count: int, log_dir: Path) -> list[Worker]:
     workers: list[Worker] = []
     for index in range(count):
         log, port = log_dir / f"worker{index}.log", free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "panoptes", "--port", str(port), "--db", db],
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        with log.open("wb") as out:  # the process has its own copy of the file
+            process = subprocess.Popen(
+                [sys.executable, "-m", "panoptes", "--port", str(port), "--db", db],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         workers.append((process, log, port))
     return workers
 
