@@ -124,11 +124,15 @@ JOB_MOVES: dict[JobStatus, dict[JobTrigger, JobStatus]] = {
 FINISHED = frozenset({W.DONE, W.ERROR, W.CANCELLED})
 
 
+# A status read from the database is a plain str; it finds its row all the same (a StrEnum
+# member hashes and compares as its value), without building an enum member per message.
+
+
 def workflow_move(current: WorkflowStatus | str, trigger: Trigger) -> WorkflowStatus | None:
     """Where `trigger` takes a workflow in `current`, or None: the move is refused."""
-    return WORKFLOW_MOVES[WorkflowStatus(current)].get(trigger)
+    return WORKFLOW_MOVES[current].get(trigger)  # type: ignore[index]
 
 
 def job_move(current: JobStatus | str, trigger: JobTrigger) -> JobStatus | None:
     """Where `trigger` takes a job in `current`, or None: the move is refused."""
-    return JOB_MOVES[JobStatus(current)].get(trigger)
+    return JOB_MOVES[current].get(trigger)  # type: ignore[index]

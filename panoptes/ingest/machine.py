@@ -76,10 +76,10 @@ def can(wf: Workflow, trigger: Trigger) -> bool:
     return workflow_move(wf.status, trigger) is not None
 
 
-def _move_job(store: Store, job: JobRow, trigger: JobTrigger) -> JobStatus | None:
+def _move_job(store: Store, job: JobRow, trigger: JobTrigger) -> str | None:
     """Move the job as the table says; its status before, or None if the move is refused
     or changes nothing."""
-    before = JobStatus(job.status)
+    before = job.status
     target = job_move(before, trigger)
     if target is None:
         store.refused("job", before, trigger)
@@ -256,7 +256,7 @@ def _start_job(store: Store, wf: Workflow, jobid: int, at: datetime) -> JobRow:
     return job
 
 
-def _retry(store: Store, wf: Workflow, job: JobRow, before: JobStatus, at: datetime) -> None:
+def _retry(store: Store, wf: Workflow, job: JobRow, before: str, at: datetime) -> None:
     job.attempt += 1
     job.started_at = at
     job.finished_at = None
