@@ -280,7 +280,7 @@ def measured(summary: Summary, server: Server) -> Iterator[None]:
 
 async def head_seq(server: Server) -> int:
     async with connect(server.url.replace("http://", "ws://") + "/ws") as ws:
-        return int(orjson.loads(await ws.recv())["seq"])
+        return int(orjson.loads(await ws.recv())["head"])
 
 
 @dataclass
@@ -320,7 +320,7 @@ class Bench:
                 )
                 hello = orjson.loads(await ws.recv())
                 assert hello["type"] == "hello", hello
-                sub.hello_seq = hello["seq"]
+                sub.hello_seq = hello["head"]
                 return ws
 
         return list(await asyncio.gather(*(one(sub) for sub in subs)))
