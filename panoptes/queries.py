@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .models import Event, Job, Workflow, is_silent, silent_since
 from .shapes import count_job, event_message, rule_view, workflow_view
 from .status import WORKFLOW_LEVEL_PREFIX, WorkflowStatus
+
+W = WorkflowStatus
 
 
 @dataclass(frozen=True)
@@ -26,18 +28,26 @@ class Page:
     cursor: int | None = None
 
 
-def _shown_status(stale_before: datetime | None) -> ColumnElement[str]:
-    """A workflow's status as reads show it."""
+def _status_filter(statuses: list[str], stale_before: datetime | None) -> ColumnElement[bool]:
+    """Workflows that reads show in one of `statuses`, as conditions the status index
+    serves: a silent Running workflow counts as Stale, not Running."""
     if stale_before is None:
-        return Workflow.__table__.c.status
-    return case((silent_since(stale_before), WorkflowStatus.STALE.value), else_=Workflow.status)
+        return Workflow.status.in_(statuses)
+    running, stale = W.RUNNING in statuses, W.STALE in statuses
+    others = [status for status in statuses if status not in (W.RUNNING, W.STALE)]
+    shown: list[ColumnElement[bool]] = [Workflow.status.in_(others)] if others else []
+    if stale:
+        shown += [Workflow.status == W.STALE, silent_since(stale_before)]
+    if running:
+        shown.append(and_(Workflow.status == W.RUNNING, Workflow.updated_at >= stale_before))
+    return or_(*shown)
 
 
 def shown(wf: Workflow, stale_before: datetime | None) -> dict[str, Any]:
     """A workflow as reads show it: Stale once silent, recorded yet or not."""
     view = workflow_view(wf)
     if is_silent(wf, stale_before):
-        view["status"] = WorkflowStatus.STALE.value
+        view["status"] = W.STALE.value
     return view
 
 
@@ -51,7 +61,7 @@ async def list_workflows(
     """Newest first. `cursor` is the id of the last workflow of the previous page."""
     conditions = []
     if statuses:
-        conditions.append(_shown_status(stale_before).in_(statuses))
+        conditions.append(_status_filter(statuses, stale_before))
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conditions.append(Workflow.name.ilike(f"%{escaped}%", escape="\\"))
@@ -75,9 +85,19 @@ def _is_everything(page: Page, rows: int) -> bool:
 async def status_counts(
     session: AsyncSession, stale_before: datetime | None = None
 ) -> dict[str, int]:
-    status = _shown_status(stale_before)
-    rows = await session.execute(select(status, func.count()).group_by(status))
-    return {status: count for status, count in rows}
+    rows = await session.execute(select(Workflow.status, func.count()).group_by(Workflow.status))
+    counts = {status: count for status, count in rows}
+    running, stale = W.RUNNING.value, W.STALE.value  # plain str keys, as JSON wants
+    if stale_before is not None and counts.get(running):
+        # The silent Running ones are shown Stale: one more count on the same index.
+        query = select(func.count()).select_from(Workflow).where(silent_since(stale_before))
+        silent = await session.scalar(query) or 0
+        if silent:
+            counts[running] -= silent
+            counts[stale] = counts.get(stale, 0) + silent
+            if not counts[running]:
+                del counts[running]
+    return counts
 
 
 async def get_workflow(

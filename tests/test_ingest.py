@@ -515,6 +515,31 @@ async def test_reads_notice_a_stale_run_and_stale_runs_can_be_cancelled(client: 
     assert (await client.delete(f"/api/workflow/{workflow_id}")).status_code == 204
 
 
+async def test_reads_filter_and_count_a_silent_run_as_stale_before_the_sweep(
+    client: Client, app: Quart
+):
+    silent, fresh, done = await new_run(client), await new_run(client), await new_run(client)
+    await send(client, done, {"level": "workflow_success"})
+    await set_updated_at(app, silent, utcnow() - timedelta(hours=49))
+    await set_updated_at(app, done, utcnow() - timedelta(hours=49))  # only Running goes Stale
+
+    async def listed(query: str) -> list[int]:
+        body = await (await client.get(f"/api/workflows?{query}")).get_json()
+        return sorted(wf["id"] for wf in body["workflows"])
+
+    assert await listed("status=Running") == [fresh]
+    assert await listed("status=Stale") == [silent]
+    assert await listed("status=Running,Stale") == sorted([silent, fresh])
+    assert await listed("status=Done,Stale") == sorted([silent, done])
+    assert await listed("status=Done") == [done]
+    stats = await (await client.get("/api/workflows/stats")).get_json()
+    assert stats == {"counts": {"Running": 1, "Stale": 1, "Done": 1}, "total": 3}
+    # Nothing was written: the sweeper records it later.
+    async with service(app).sessions() as session:
+        stored = await session.get(Workflow, silent)
+        assert stored is not None and stored.status == "Running"
+
+
 async def test_a_stale_run_can_be_deleted_without_cancelling(client: Client, app: Quart):
     workflow_id = await new_run(client)
     await set_updated_at(app, workflow_id, utcnow() - timedelta(hours=49))
