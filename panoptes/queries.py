@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, null, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .models import Event, Job, Workflow, is_silent, silent_since
@@ -85,18 +85,28 @@ def _is_everything(page: Page, rows: int) -> bool:
 async def status_counts(
     session: AsyncSession, stale_before: datetime | None = None
 ) -> dict[str, int]:
-    rows = await session.execute(select(Workflow.status, func.count()).group_by(Workflow.status))
-    counts = {status: count for status, count in rows}
-    running, stale = W.RUNNING.value, W.STALE.value  # plain str keys, as JSON wants
-    if stale_before is not None and counts.get(running):
-        # The silent Running ones are shown Stale: one more count on the same index.
-        query = select(func.count()).select_from(Workflow).where(silent_since(stale_before))
-        silent = await session.scalar(query) or 0
-        if silent:
-            counts[running] -= silent
-            counts[stale] = counts.get(stale, 0) + silent
-            if not counts[running]:
-                del counts[running]
+    """How many workflows reads show in each status: the silent Running ones as Stale.
+
+    One statement, both halves served by the status index: the count per stored status,
+    and (the row whose status is NULL) how many Running ones are silent."""
+    query = select(Workflow.status, func.count()).group_by(Workflow.status)
+    if stale_before is not None:
+        silent = select(null(), func.count()).where(silent_since(stale_before))
+        query = union_all(query, silent)  # type: ignore[assignment]
+    counts: dict[str, int] = {}
+    silent_count = 0
+    for status, count in await session.execute(query):
+        if status is None:
+            silent_count = count
+        else:
+            counts[status] = count
+    if silent_count:
+        running = counts[W.RUNNING.value] - silent_count
+        counts[W.STALE.value] = counts.get(W.STALE.value, 0) + silent_count
+        if running:
+            counts[W.RUNNING.value] = running
+        else:
+            del counts[W.RUNNING.value]
     return counts
 
 
