@@ -22,9 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from . import ingest
 from .config import Config
 from .db import make_engine, make_sessionmaker
-from .errors import Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .hub import Hub, backend_for
-from .ingest import machine
+from .ingest import machine, runs
+from .ingest.wire import MAX_NAME_CHARS
 from .metrics import Metrics
 from .migrations import check_schema, upgrade_schema
 from .models import Workflow, is_silent, utcnow
@@ -92,7 +93,7 @@ class Service:
 
     async def register(self, request: ingest.Registration) -> dict[str, Any]:
         def op(tx: Tx) -> dict[str, Any]:
-            wf = machine.register_workflow(tx, request, self.config.stale_hours)
+            wf = runs.register_workflow(tx, request, self.config.stale_hours)
             tx.flush()  # its id
             return workflow_view(wf)
 
@@ -121,7 +122,7 @@ class Service:
         return await self.writer.submit(self._sweep)
 
     def _sweep(self, tx: Tx) -> int:
-        return machine.sweep_stale(tx, self.config.stale_hours)
+        return runs.sweep_stale(tx, self.config.stale_hours)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -195,12 +196,22 @@ class Service:
         return wf
 
     async def rename(self, workflow_id: int, name: str) -> Workflow:
+        """Rename; but Snakemake 8 renames its run to the name it registered with right
+        after registering, and that call gets the workflow as it is when registering
+        already settled the name: cut to MAX_NAME_CHARS, or suffixed because a live run
+        had it. Never a refusal, which would abort the client's run."""
+        asked = name[:MAX_NAME_CHARS]
+
         def op(tx: Tx) -> Workflow:
             wf = self._existing(tx, workflow_id)
-            if wf.name == name:
+            if wf.name == name or (wf.name == asked and len(name) > MAX_NAME_CHARS):
                 return wf
+            if len(name) > MAX_NAME_CHARS:
+                raise BadRequest(f"'name' must be at most {MAX_NAME_CHARS} characters")
             taken = tx.workflow_named(name)
             if taken is not None:
+                if runs.is_suffixed(wf.name, asked):
+                    return wf
                 raise Conflict(f"another workflow (id {taken.id}) is already named {name!r}")
             wf.name = name
             tx.changed_workflow(wf, EventKind.WORKFLOW_RENAMED)
@@ -221,7 +232,7 @@ class Service:
                     f"workflow {workflow_id} is {wf.status}; only Running or Stale "
                     "workflows can be cancelled"
                 )
-            machine.cancel_workflow(tx, wf)
+            runs.cancel_workflow(tx, wf)
             return wf
 
         return await self.writer.submit(op)

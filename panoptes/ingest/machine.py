@@ -1,18 +1,18 @@
 """The one state machine: a client message becomes changes to workflows and jobs.
 
 Every level of every client is handled here, in one place, by a handler per level (the
-HANDLERS table at the end). Handlers move workflows and jobs only through `_move` and
-`_move_job`, which follow the tables in status.py (WORKFLOW_MOVES, JOB_MOVES): a move not
-in its table is refused and reported to the store, which counts it. The machine does no
-I/O: it reads and changes rows through a `Store` (in the server, the writer's transaction,
-store/tx.py; in the unit tests, a dictionary), so it runs synchronously inside a batch.
+HANDLERS table at the end); runs.py registers, reuses, sweeps and cancels runs. Both move
+workflows and jobs only through `move` and `_move_job`, which follow the tables in
+status.py (WORKFLOW_MOVES, JOB_MOVES): a move not in its table is refused and reported to
+the store, which counts it. The machine does no I/O: it reads and changes rows through a
+`Store` (in the server, the writer's transaction, store/tx.py; in the unit tests, a
+dictionary), so it runs synchronously inside a batch.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from ..errors import UnknownWorkflow
@@ -27,7 +27,7 @@ from ..status import (
     job_move,
     workflow_move,
 )
-from .wire import Level, Message, Registration, started_jobs
+from .wire import Level, Message, started_jobs
 
 W = WorkflowStatus
 J = JobStatus
@@ -57,7 +57,7 @@ class Store(Protocol):
 # --------------------------------------------------------------------------- moves
 
 
-def _move(store: Store, wf: Workflow, trigger: Trigger, at: datetime) -> bool:
+def move(store: Store, wf: Workflow, trigger: Trigger, at: datetime) -> bool:
     """Move the workflow as the table says; whether its status changed."""
     target = workflow_move(wf.status, trigger)
     if target is None:
@@ -94,59 +94,6 @@ def _move_job(store: Store, job: JobRow, trigger: JobTrigger) -> str | None:
 # --------------------------------------------------------------------------- workflows
 
 
-def sweep_stale(store: Store, stale_hours: float, now: datetime | None = None) -> int:
-    """Mark Running workflows that have been silent too long as Stale."""
-    if stale_hours <= 0:
-        return 0
-    cutoff = (now or utcnow()) - timedelta(hours=stale_hours)
-    count = 0
-    for wf in store.silent_workflows(cutoff):
-        count += _move(store, wf, Trigger.SILENT, wf.updated_at)
-    return count
-
-
-def register_workflow(store: Store, request: Registration, stale_hours: float) -> Workflow:
-    """GET /create_workflow: a new run, or the reuse of a finished one with the same name."""
-    now = utcnow()
-    sweep_stale(store, stale_hours, now)
-    name = request.name or str(uuid.uuid4())
-    existing = store.workflow_named(name)
-    if existing is not None and existing.status == W.RUNNING:
-        # Restart protection: a live run is never wiped; the new one gets its own name.
-        name = f"{name}-{uuid.uuid4().hex[:8]}"
-        existing = None
-    if existing is None:
-        wf = Workflow(name=name, status=W.RUNNING, jobs_done=0, jobs_total=0)
-        _start_over(wf, request, now)
-        store.add_workflow(wf)
-        store.changed_workflow(wf, K.WORKFLOW_CREATED)
-        return wf
-    store.delete_jobs(existing.id)
-    existing.status = W.RUNNING
-    existing.jobs_done = existing.jobs_total = 0
-    _start_over(existing, request, now)
-    store.changed_workflow(existing, K.WORKFLOW_RESET)
-    return existing
-
-
-def _start_over(wf: Workflow, request: Registration, now: datetime) -> None:
-    wf.started_at = wf.updated_at = now
-    wf.finished_at = None
-    wf.error = None
-    wf.last_job_info = None
-    wf.last_digest = None
-    wf.last_error = None
-    wf.command = request.command
-    wf.workdir = request.workdir
-    wf.snakefile = request.snakefile
-    wf.dry_run = request.dry_run
-
-
-def cancel_workflow(store: Store, wf: Workflow) -> None:
-    if _move(store, wf, Trigger.CANCELLED, utcnow()):
-        store.changed_workflow(wf, K.WORKFLOW_CANCELLED)
-
-
 def apply_message(store: Store, message: Message) -> bool:
     """Apply one validated message. Returns False for a duplicate that was dropped."""
     wf = store.workflow(message.workflow_id)
@@ -157,7 +104,7 @@ def apply_message(store: Store, message: Message) -> bool:
             return False
         wf.last_digest = message.digest
     wf.updated_at = max(wf.updated_at, utcnow())
-    _move(store, wf, Trigger.HEARD, message.at)
+    move(store, wf, Trigger.HEARD, message.at)
     handler = HANDLERS.get(message.level)
     if handler is not None:
         handler(store, wf, message.body, message.at)
@@ -182,7 +129,7 @@ def _finish_successfully(store: Store, wf: Workflow, at: datetime) -> None:
     counts = store.job_counts(wf.id)
     wf.jobs_total, wf.jobs_done = sum(counts.values()), counts.get(J.DONE, 0)
     store.changed_workflow(wf)
-    _move(store, wf, Trigger.SUCCEEDED, at)
+    move(store, wf, Trigger.SUCCEEDED, at)
 
 
 # --------------------------------------------------------------------------- jobs
@@ -263,7 +210,7 @@ def _retry(store: Store, wf: Workflow, job: JobRow, before: str, at: datetime) -
     job.error = None
     job.attempts = [*(job.attempts or []), _attempt_record(job.attempt, at)]
     if before == J.ERROR and wf.status == W.ERROR and not store.job_counts(wf.id).get(J.ERROR):
-        if _move(store, wf, Trigger.RETRIED, at):
+        if move(store, wf, Trigger.RETRIED, at):
             # Snakemake retries the job (--retries): the run goes on. The failed attempt
             # keeps its error in the job's attempts.
             wf.error = None
@@ -325,7 +272,7 @@ def on_job_error(store: Store, wf: Workflow, body: dict[str, Any], at: datetime)
     wf.last_error = None
     _end_job(store, job, JobTrigger.FAILED, at, text)
     _add_error(store, wf, f"job {job.jobid} ({job.rule or 'unknown rule'}) failed")
-    _move(store, wf, Trigger.FAILED, at)
+    move(store, wf, Trigger.FAILED, at)
 
 
 def on_error(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
@@ -338,7 +285,7 @@ def on_error(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> 
     text = " | ".join(parts)
     wf.last_error = text
     _add_error(store, wf, text)
-    _move(store, wf, Trigger.FAILED, at)
+    move(store, wf, Trigger.FAILED, at)
 
 
 def on_progress(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
@@ -349,7 +296,7 @@ def on_progress(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) 
         wf.jobs_done, wf.jobs_total = done, total
         store.changed_workflow(wf)
     if total > 0 and done >= total:
-        _move(store, wf, Trigger.ALL_DONE, at)
+        move(store, wf, Trigger.ALL_DONE, at)
 
 
 def on_shellcmd(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:

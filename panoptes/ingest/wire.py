@@ -11,6 +11,7 @@ I/O happens here.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shlex
 from collections.abc import Callable
@@ -96,17 +97,39 @@ def _int_field(body: dict[str, Any], name: str, *, optional: bool = False) -> in
 
 
 def clean(value: Any, depth: int = 0) -> Any:
-    """A JSON value with every NUL character made U+FFFD: PostgreSQL cannot store NUL in
-    text, and a client's message is kept rather than refused over one."""
+    """A JSON value the database can store and JSON can write back, made from what Python's
+    json module may hand over: every NUL character and lone surrogate ("\\udce9", how Python
+    spells a file name that is not UTF-8) made U+FFFD, NaN and the infinities made null. A
+    client's message is kept rather than refused over one of them."""
     if depth > MAX_DEPTH:
         raise InvalidMessage(f"'msg' is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, list):
         return [clean(item, depth + 1) for item in value]
     if isinstance(value, dict):
         return {clean(key): clean(item, depth + 1) for key, item in value.items()}
     return value
+
+
+def _text(value: str) -> str:
+    value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in value)
+    return value
+
+
+def loads(text: str) -> Any:
+    """JSON as any client writes it: orjson for speed; Python's json module for what only it
+    writes (NaN, Infinity, lone surrogates), cleaned (see clean)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return clean(json.loads(text))  # ValueError (or RecursionError) if it is not JSON
 
 
 def _event_time(body: dict[str, Any], received: datetime) -> datetime:
@@ -149,8 +172,8 @@ def parse_message(envelope: dict[str, Any], received: datetime | None = None) ->
         body = raw
     elif isinstance(raw, str):
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            body = loads(raw)
+        except (ValueError, RecursionError) as exc:
             raise InvalidMessage(f"'msg' is not valid JSON: {exc}") from None
         raw_text = raw
     else:
@@ -241,6 +264,8 @@ class Registration:
     command: str | None = None
     workdir: str | None = None
     snakefile: str | None = None
+    # --wms-monitor-arg id=N (Snakemake 7/8): report into this existing workflow.
+    workflow_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.name is not None and len(self.name) > MAX_NAME_CHARS:

@@ -8,7 +8,6 @@ from quart import Blueprint, Response, request
 
 from .. import __version__, queries
 from ..errors import BadRequest, NotFound
-from ..ingest.wire import MAX_NAME_CHARS
 from ..models import Workflow
 from ..shapes import job_view
 from ..status import JobStatus, WorkflowStatus
@@ -164,8 +163,7 @@ async def rename_workflow(workflow_id: int) -> Response:
     if not name:
         raise BadRequest("'name' must not be empty")
     no_nul(name, "'name'")
-    if len(name) > MAX_NAME_CHARS:
-        raise BadRequest(f"'name' must be at most {MAX_NAME_CHARS} characters")
+
     return json_response({"workflow": _changed(await service().rename(workflow_id, name))})
 
 

@@ -9,10 +9,10 @@ from http.cookies import CookieError, SimpleCookie
 from itertools import product
 from typing import Any
 
-import orjson
 from quart import request
 
 from ..errors import BadRequest, NotFound, Unsupported
+from ..ingest.wire import loads
 from ..models import MAX_BIGINT, MAX_INT
 
 
@@ -83,8 +83,8 @@ def decode_fields(raw: bytes, mimetype: str, *, required: bool) -> dict[str, Any
     is_json = mimetype == "application/json" or mimetype.endswith("+json")
     if is_json or (not mimetype and text.lstrip().startswith(("{", "["))):
         try:
-            data = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
+            data = loads(text)
+        except (ValueError, RecursionError) as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise BadRequest("the body must be a JSON object")

@@ -16,6 +16,7 @@ from quart import Blueprint, Response, request
 
 from ..errors import PanoptesError
 from ..ingest import wire
+from ..models import MAX_BIGINT
 from ..service import Service
 from .bodies import body_fields
 from .respond import json_response, service
@@ -40,12 +41,29 @@ def _text(fields: dict[str, object], name: str) -> str | None:
     return wire.clean(value) if isinstance(value, str) and value else None
 
 
+def _existing_id(value: str | None) -> int | None:
+    """--wms-monitor-arg id=N: the workflow to report into, if N can be one."""
+    if value is None or not value.strip().isdigit():
+        return None
+    number = int(value)
+    return number if number <= MAX_BIGINT else None
+
+
 @bp.get("/create_workflow")
 async def create_workflow() -> Response:
     # The stable id: ?workflow_id= (plugin >= 0.2.2) or ?name= (older plugin, and
     # --wms-monitor-arg name=...). An empty workflow_id falls back to name.
     given = request.args.get("workflow_id") or request.args.get("name") or ""
     name = wire.clean(given.strip()) or None
+    if name is not None and len(name) > wire.MAX_NAME_CHARS:
+        # Snakemake 7/8 cannot start without an id: never refuse one over its name.
+        log.warning(
+            "a workflow id of %d characters was cut to its first %d: %s...",
+            len(name),
+            wire.MAX_NAME_CHARS,
+            name[:40],
+        )
+        name = name[: wire.MAX_NAME_CHARS]
     try:
         fields = await body_fields(required=False)
     except PanoptesError:  # not UTF-8, not JSON, an unknown type
@@ -55,6 +73,7 @@ async def create_workflow() -> Response:
         command=_text(fields, "command"),
         workdir=_text(fields, "workdir"),
         snakefile=_text(fields, "snakefile"),
+        workflow_id=_existing_id(request.args.get("id")),
     )
     running = service()
     workflow = await running.register(registration)

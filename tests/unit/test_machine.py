@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from panoptes.errors import UnknownWorkflow
-from panoptes.ingest import machine
+from panoptes.ingest import machine, runs
 from panoptes.ingest.wire import Registration, parse_message
 from panoptes.models import Workflow, utcnow
 from panoptes.status import (
@@ -30,7 +30,7 @@ W, J, K = WorkflowStatus, JobStatus, EventKind
 
 
 def registered(store: FakeStore, name: str = "run", status: W = W.RUNNING) -> Workflow:
-    wf = machine.register_workflow(store, Registration(name=name), stale_hours=0)
+    wf = runs.register_workflow(store, Registration(name=name), stale_hours=0)
     wf.status = status
     return wf
 
@@ -133,7 +133,7 @@ def test_a_retry_does_not_revive_a_run_while_another_job_is_failing() -> None:
 
 def test_a_dry_run_plans_jobs_without_running_them() -> None:
     store = FakeStore()
-    wf = machine.register_workflow(
+    wf = runs.register_workflow(
         store, Registration(name="plan", command="snakemake -n"), stale_hours=0
     )
     assert wf.dry_run
@@ -185,10 +185,10 @@ def test_a_finished_name_is_reused_and_a_running_one_is_kept_safe() -> None:
     store = FakeStore()
     first = registered(store, "cohort")
     send(store, first, {"level": "job_started", "jobs": [1]})
-    second = machine.register_workflow(store, Registration(name="cohort"), stale_hours=0)
+    second = runs.register_workflow(store, Registration(name="cohort"), stale_hours=0)
     assert second is not first and second.name.startswith("cohort-")  # first is running
     first.status = W.DONE
-    again = machine.register_workflow(store, Registration(name="cohort"), stale_hours=0)
+    again = runs.register_workflow(store, Registration(name="cohort"), stale_hours=0)
     assert again is first and again.status == W.RUNNING and store.job(first.id, 1) is None
     assert store.announced[-1] == (K.WORKFLOW_RESET, first.id)
 
@@ -197,8 +197,8 @@ def test_silent_runs_turn_stale_and_cancel_follows_the_table() -> None:
     store = FakeStore()
     wf = registered(store)
     wf.updated_at = utcnow() - timedelta(hours=50)
-    assert machine.sweep_stale(store, 48) == 1 and wf.status == W.STALE
+    assert runs.sweep_stale(store, 48) == 1 and wf.status == W.STALE
     assert wf.finished_at is None
-    machine.cancel_workflow(store, wf)
+    runs.cancel_workflow(store, wf)
     assert wf.status == W.CANCELLED and store.announced[-1] == (K.WORKFLOW_CANCELLED, wf.id)
     assert not machine.can(wf, Trigger.FAILED)

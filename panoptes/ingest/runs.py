@@ -1,0 +1,88 @@
+"""A run's life outside its messages: registering it, reusing a finished one's name (or id),
+turning silent ones Stale, cancelling. The moves go through machine.move, as every other."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from ..models import Workflow, utcnow
+from ..status import EventKind, Trigger, WorkflowStatus
+from .machine import Store, move
+from .wire import Registration
+
+W = WorkflowStatus
+K = EventKind
+
+
+def sweep_stale(store: Store, stale_hours: float, now: datetime | None = None) -> int:
+    """Mark Running workflows that have been silent too long as Stale."""
+    if stale_hours <= 0:
+        return 0
+    cutoff = (now or utcnow()) - timedelta(hours=stale_hours)
+    count = 0
+    for wf in store.silent_workflows(cutoff):
+        count += move(store, wf, Trigger.SILENT, wf.updated_at)
+    return count
+
+
+def register_workflow(store: Store, request: Registration, stale_hours: float) -> Workflow:
+    """GET /create_workflow: a new run, or the reuse of a finished one with the same name
+    (or, given no name, with the id the client asked for: --wms-monitor-arg id=N)."""
+    now = utcnow()
+    sweep_stale(store, stale_hours, now)
+    by_id = store.workflow(request.workflow_id) if request.workflow_id is not None else None
+    name = request.name or (by_id.name if by_id is not None else None) or str(uuid.uuid4())
+    existing = store.workflow_named(name)
+    if existing is not None and existing.status == W.RUNNING:
+        # Restart protection: a live run is never wiped; the new one gets its own name.
+        name = suffixed(name)
+        existing = None
+    if existing is None:
+        wf = Workflow(name=name, status=W.RUNNING, jobs_done=0, jobs_total=0)
+        _start_over(wf, request, now)
+        store.add_workflow(wf)
+        store.changed_workflow(wf, K.WORKFLOW_CREATED)
+        return wf
+    store.delete_jobs(existing.id)
+    existing.status = W.RUNNING
+    existing.jobs_done = existing.jobs_total = 0
+    _start_over(existing, request, now)
+    store.changed_workflow(existing, K.WORKFLOW_RESET)
+    return existing
+
+
+SUFFIX_CHARS = 8
+
+
+def suffixed(name: str) -> str:
+    """The name a run gets when a live run already has the one it asked for."""
+    return f"{name}-{uuid.uuid4().hex[:SUFFIX_CHARS]}"
+
+
+def is_suffixed(current: str, asked: str) -> bool:
+    """Whether `current` is what `asked` became at registration (see suffixed)."""
+    suffix = current.removeprefix(f"{asked}-")
+    return (
+        current != suffix
+        and len(suffix) == SUFFIX_CHARS
+        and all(char in "0123456789abcdef" for char in suffix)
+    )
+
+
+def _start_over(wf: Workflow, request: Registration, now: datetime) -> None:
+    wf.started_at = wf.updated_at = now
+    wf.finished_at = None
+    wf.error = None
+    wf.last_job_info = None
+    wf.last_digest = None
+    wf.last_error = None
+    wf.command = request.command
+    wf.workdir = request.workdir
+    wf.snakefile = request.snakefile
+    wf.dry_run = request.dry_run
+
+
+def cancel_workflow(store: Store, wf: Workflow) -> None:
+    if move(store, wf, Trigger.CANCELLED, utcnow()):
+        store.changed_workflow(wf, K.WORKFLOW_CANCELLED)
