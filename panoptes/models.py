@@ -77,6 +77,10 @@ class Workflow(Base):
     status: Mapped[str] = mapped_column(String(16), default=WorkflowStatus.RUNNING)
     jobs_done: Mapped[int] = mapped_column(default=0)
     jobs_total: Mapped[int] = mapped_column(default=0)
+    # Jobs whose latest attempt failed (kept by the state machine).
+    jobs_failed: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Jobs planned per rule, from the client's plan (Snakemake 7/8's run_info), if it sent one.
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]

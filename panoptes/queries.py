@@ -152,16 +152,31 @@ async def get_job(session: AsyncSession, workflow_id: int, jobid: int) -> Job | 
 
 
 async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[str, Any]]:
-    """Per rule: how many of its jobs are done, running, failed, waiting; sorted by rule."""
+    """Per rule: jobs planned (null without a plan), and how many are done, running, failed
+    and waiting. In pipeline order, as far as it is known: the rules that have jobs in the
+    order their first job came, then the planned rules no job of which came yet, in the
+    plan's order (Snakemake's Job stats lists them by name, so it gives none of its own)."""
+    plan = await session.scalar(select(Workflow.plan).where(Workflow.id == workflow_id))
     rows = await session.execute(
-        select(Job.rule, Job.status, func.count())
+        select(Job.rule, Job.status, func.count(), func.min(Job.id))
         .where(Job.workflow_id == workflow_id)
         .group_by(Job.rule, Job.status)
     )
     rules: dict[str, dict[str, Any]] = {}
-    for rule, status, count in rows:
-        count_job(rules.setdefault(rule or "", rule_view(rule)), status, count)
-    return [rules[name] for name in sorted(rules)]
+    first: dict[str, int] = {}
+    for rule, status, count, first_id in rows:
+        name = rule or ""
+        count_job(rules.setdefault(name, rule_view(rule)), status, count)
+        first[name] = min(first.get(name, first_id), first_id)
+    order = sorted(rules, key=lambda name: first[name])
+    for name in plan or {}:
+        if name not in rules:
+            rules[name] = rule_view(name)
+            order.append(name)
+    if plan is not None:
+        for name in order:
+            rules[name]["planned"] = plan.get(name)
+    return [rules[name] for name in order]
 
 
 async def events_since(

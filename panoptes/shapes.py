@@ -25,6 +25,7 @@ def workflow_view(wf: Workflow) -> dict[str, Any]:
         "status": wf.status,
         "jobs_done": wf.jobs_done,
         "jobs_total": wf.jobs_total,
+        "jobs_failed": wf.jobs_failed or 0,
         "started_at": iso(wf.started_at),
         "updated_at": iso(wf.updated_at),
         "finished_at": iso(wf.finished_at),
@@ -68,7 +69,15 @@ def job_view(job: Job | JobRow) -> dict[str, Any]:
 def rule_view(rule: str | None) -> dict[str, Any]:
     """A rule's counts before any job is counted; a job whose rule is not known yet counts
     under the rule "" (Snakemake 9 announces a job before describing it)."""
-    return {"rule": rule or "", "total": 0, "done": 0, "running": 0, "error": 0, "waiting": 0}
+    return {
+        "rule": rule or "",
+        "planned": None,
+        "total": 0,
+        "done": 0,
+        "running": 0,
+        "error": 0,
+        "waiting": 0,
+    }
 
 
 def count_job(counts: dict[str, Any], status: str, number: int) -> None:

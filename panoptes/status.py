@@ -109,7 +109,14 @@ WORKFLOW_MOVES: dict[WorkflowStatus, dict[Trigger, WorkflowStatus]] = {
 }
 
 JOB_MOVES: dict[JobStatus, dict[JobTrigger, JobStatus]] = {
-    J.WAITING: {JT.STARTED: J.RUNNING, JT.FINISHED: J.DONE, JT.FAILED: J.ERROR},
+    # A real run's client describes a job when it runs it: at a successful end, a job it
+    # described and never said started has run (a dry run's planned jobs stay Waiting).
+    J.WAITING: {
+        JT.STARTED: J.RUNNING,
+        JT.FINISHED: J.DONE,
+        JT.FAILED: J.ERROR,
+        JT.RUN_SUCCEEDED: J.DONE,
+    },
     J.RUNNING: {
         JT.STARTED: J.RUNNING,
         JT.FINISHED: J.DONE,

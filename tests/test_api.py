@@ -292,9 +292,13 @@ async def test_get_workflow(client: Client):
     wf = body["workflow"]
     assert wf["id"] == workflow_id
     assert wf["name"] == "sample-run"
-    assert wf["status"] == "Error"
+    # A job failed and others still run: Running, with one failed job.
+    assert (wf["status"], wf["jobs_failed"], wf["error"]) == ("Running", 1, None)
     assert (wf["jobs_done"], wf["jobs_total"]) == (1, 5)
-    assert "RuleException" in wf["error"]
+    assert wf["finished_at"] is None and wf["completed_at"] is None
+    await send(client, workflow_id, {"level": "error", "msg": "WorkflowError"})
+    wf = (await fetch(client, f"/api/workflow/{workflow_id}"))["workflow"]
+    assert (wf["status"], wf["error"]) == ("Error", "WorkflowError")
     for key in WORKFLOW_TIMES:
         assert_utc(wf[key])
     assert wf["finished_at"] == wf["completed_at"]
@@ -413,6 +417,7 @@ async def test_get_one_job(client: Client):
 async def test_unknown_job_is_404(client: Client):
     workflow_id = await sample_run(client)
     other = await sample_run(client, "other-run")
+    await send(client, other, {"level": "error", "msg": "WorkflowError"})
     body = await fetch(client, f"/api/workflow/{workflow_id}/job/99", status=404)
     assert_error(body, "not found", "99")
     await call(client, "DELETE", f"/api/workflow/{other}", 204)
@@ -425,11 +430,12 @@ async def test_unknown_job_is_404(client: Client):
 async def test_rules_count_jobs_per_rule(client: Client):
     workflow_id = await sample_run(client)
     body = await fetch(client, f"/api/workflow/{workflow_id}/rules")
-    zero = {"done": 0, "running": 0, "error": 0, "waiting": 0}
+    zero = {"planned": None, "done": 0, "running": 0, "error": 0, "waiting": 0}
+    # In pipeline order (of their first jobs); no plan was sent, so nothing is planned.
     assert body["rules"] == [
         {**zero, "rule": "make", "total": 2, "done": 1, "running": 1},
-        {**zero, "rule": "merge", "total": 1, "running": 1},
         {**zero, "rule": "process", "total": 1, "error": 1},
+        {**zero, "rule": "merge", "total": 1, "running": 1},
     ]
     empty = (await create_workflow(client))["id"]
     assert await fetch(client, f"/api/workflow/{empty}/rules") == {"rules": []}
@@ -618,6 +624,7 @@ async def test_workflow_page_shows_one_page_of_the_filtered_jobs(
 ):
     monkeypatch.setattr(pages, "JOBS_PER_PAGE", 4)
     workflow_id = (await create_workflow(client))["id"]
+    await send(client, workflow_id, {"level": "job_started", "jobs": list(range(10))})
     for jobid in range(10):
         await send(client, workflow_id, {"level": "job_info", "jobid": jobid, "name": "r"})
     await send(client, workflow_id, {"level": "job_finished", "jobid": 5})

@@ -97,8 +97,10 @@ async def test_failed_runs_end_error_with_the_message(client: Client, name: str)
     workflow, jobs = await state(client, workflow_id)
     assert workflow["status"] == "Error"
     assert workflow["finished_at"] is not None
-    assert "RuleException" in workflow["error"]
+    # The run's error is the run's end; the job's is on the job.
     assert "WorkflowError" in workflow["error"]
+    assert "RuleException" not in workflow["error"]
+    assert workflow["jobs_failed"] == 1
     failed = [job for job in jobs.values() if job["status"] == "Error"]
     assert [job["jobid"] for job in failed] == [4]
     assert failed[0]["rule"] == "process"
@@ -113,9 +115,12 @@ async def test_failed_runs_end_error_with_the_message(client: Client, name: str)
     rules = (await (await client.get(f"/api/workflow/{workflow_id}/rules")).get_json())["rules"]
     process = next(rule for rule in rules if rule["rule"] == "process")
     assert process["error"] == 1
+    listed = await (await client.get(f"/api/workflow/{workflow_id}/jobs?status=Error")).get_json()
+    assert [job["jobid"] for job in listed["jobs"]] == [4]
 
 
 async def test_snakemake8_detail_of_the_failure_is_kept(client: Client):
     workflow, jobs = await state(client, await replay(client, "sm8-fail"))
-    assert "CalledProcessError" in workflow["error"]
+    assert "CalledProcessError" in jobs[4]["error"] and "line 23" in jobs[4]["error"]
+    assert "Exiting because a job execution failed" in workflow["error"]
     assert "exit 1" in jobs[4]["error"] or "non-zero exit status 1" in jobs[4]["error"]

@@ -104,6 +104,7 @@ async def test_events_arrive_in_order_with_seq(server: LiveServer, http: httpx.A
         rules = [event["rule"] for event in received if event["type"] == "rule.updated"]
         assert rules[-1] == {
             "rule": "map",
+            "planned": None,
             "total": 1,
             "done": 1,
             "running": 0,

@@ -360,11 +360,16 @@ class Model:
 
     def start(self, jobid: int) -> None:
         previous = self.jobs.get(jobid)
-        self.attempts[jobid] = self.attempts.get(jobid, 0) + (previous != JobStatus.RUNNING)
+        if previous == JobStatus.RUNNING:
+            return
+        # A new or waiting job gets its first attempt; a finished one (a retry) another.
+        retried = previous in (JobStatus.DONE, JobStatus.ERROR)
+        self.attempts[jobid] = self.attempts.get(jobid, 0) + 1 if retried else 1
         self.jobs[jobid] = JobStatus.RUNNING
-        failing = JobStatus.ERROR in self.jobs.values()
-        if previous == JobStatus.ERROR and self.status == WorkflowStatus.ERROR and not failing:
-            self.status = WorkflowStatus.RUNNING  # a retry (--retries): the run goes on
+
+    def end(self, jobid: int, status: JobStatus) -> None:
+        self.attempts[jobid] = max(self.attempts.get(jobid, 0), 1)
+        self.jobs[jobid] = status
 
     def apply(self, msg: dict[str, Any]) -> None:
         level = msg["level"]
@@ -372,24 +377,28 @@ class Model:
             for jobid in msg["jobs"]:
                 self.start(jobid)
         elif level == "job_info":
-            self.start(msg["jobid"])
+            # The Snakemake 9 plugin's job_info alone describes a job; it runs once started.
+            if msg["jobid"] not in self.jobs:
+                self.jobs[msg["jobid"]] = JobStatus.WAITING
+                self.attempts[msg["jobid"]] = 0
         elif level in ("job_finished", "job_error"):
-            self.attempts.setdefault(msg["jobid"], 1)
-            done = level == "job_finished"
-            self.jobs[msg["jobid"]] = JobStatus.DONE if done else JobStatus.ERROR
-            if not done and self.status in (WorkflowStatus.RUNNING, WorkflowStatus.DONE):
-                self.status = WorkflowStatus.ERROR
+            # A job's failure leaves the run going (--keep-going): only its end decides.
+            self.end(msg["jobid"], JobStatus.DONE if level == "job_finished" else JobStatus.ERROR)
         elif level == "progress" and self.status != WorkflowStatus.DONE:
             self.counts = (msg["done"], msg["total"])
             if self.status == WorkflowStatus.RUNNING and 0 < msg["total"] <= msg["done"]:
                 self.status = WorkflowStatus.DONE
         elif level == "workflow_success" and self.status == WorkflowStatus.RUNNING:
-            for jobid, status in self.jobs.items():
-                if status == JobStatus.RUNNING:
-                    self.jobs[jobid] = JobStatus.DONE
+            for jobid, status in list(self.jobs.items()):
+                if status in (JobStatus.RUNNING, JobStatus.WAITING):
+                    self.end(jobid, JobStatus.DONE)
             done = sum(status == JobStatus.DONE for status in self.jobs.values())
             self.counts = (done, len(self.jobs))
             self.status = WorkflowStatus.DONE
+
+    @property
+    def failed(self) -> int:
+        return sum(status == JobStatus.ERROR for status in self.jobs.values())
 
 
 @settings(FUZZ, max_examples=80)
@@ -410,9 +419,13 @@ async def test_valid_runs_keep_jobs_and_counts_consistent(
     listed = await client.get(f"/api/workflow/{workflow_id}/jobs", query_string={"limit": 1000})
     jobs = {job["jobid"]: job for job in (await listed.get_json())["jobs"]}
     assert {j: job["status"] for j, job in jobs.items()} == model.jobs
-    assert {j: job["attempt"] for j, job in jobs.items()} == model.attempts
+    # A job that only waits has no attempt yet, and is on its first.
+    assert {j: job["attempt"] for j, job in jobs.items()} == {
+        j: max(n, 1) for j, n in model.attempts.items()
+    }
     assert {j: len(job["attempts"]) for j, job in jobs.items()} == model.attempts
     assert wf["status"] == model.status
+    assert wf["jobs_failed"] == model.failed
     assert (wf["jobs_done"], wf["jobs_total"]) == model.counts
     check_invariants(await stored(app))
     # Per-rule progress agrees with the jobs, and the feed's last word on each rule with both.
@@ -425,17 +438,21 @@ async def test_valid_runs_keep_jobs_and_counts_consistent(
 
 
 def rule_progress(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """/api/workflow/<id>/rules, worked out from the jobs."""
+    """/api/workflow/<id>/rules, worked out from the jobs (listed in the order they came)."""
     rules: dict[str, dict[str, Any]] = {}
     for job in jobs:
         name = job["rule"] or ""
         entry = rules.setdefault(
             name,
-            {"rule": name, "total": 0, "done": 0, "running": 0, "error": 0, "waiting": 0},
+            {
+                "rule": name,
+                "planned": None,
+                **{"total": 0, "done": 0, "running": 0, "error": 0, "waiting": 0},
+            },
         )
         entry[job["status"].lower()] += 1
         entry["total"] += 1
-    return [rules[name] for name in sorted(rules)]
+    return list(rules.values())  # in pipeline order: jobs come in the order they came
 
 
 async def last_rule_events(app: Quart, workflow_id: int) -> dict[str, dict[str, Any]]:

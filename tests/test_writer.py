@@ -372,7 +372,7 @@ async def test_an_unexpected_failure_costs_only_its_own_operation(client: Client
     jobs = (await api(client, f"/api/workflow/{workflow_id}/jobs"))["jobs"]
     assert [job["jobid"] for job in jobs] == [1, 2]
     rules = (await api(client, f"/api/workflow/{workflow_id}/rules"))["rules"]
-    assert [(rule["rule"], rule["running"]) for rule in rules] == [("a", 2)]
+    assert [(rule["rule"], rule["total"]) for rule in rules] == [("a", 2)]
 
 
 # ---- numbers

@@ -11,6 +11,7 @@ dictionary), so it runs synchronously inside a batch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,7 +28,7 @@ from ..status import (
     job_move,
     workflow_move,
 )
-from .wire import Level, Message, started_jobs
+from .wire import Level, Message, parse_job_stats, started_jobs
 
 W = WorkflowStatus
 J = JobStatus
@@ -51,6 +52,7 @@ class Store(Protocol):
     def delete_jobs(self, workflow_id: int) -> None: ...
     def changed_workflow(self, wf: Workflow, kind: EventKind = K.WORKFLOW_UPDATED) -> None: ...
     def changed_job(self, job: JobRow) -> None: ...
+    def changed_rules(self, workflow_id: int, rules: list[str]) -> None: ...
     def refused(self, machine: str, current: str, trigger: str) -> None: ...
 
 
@@ -76,9 +78,9 @@ def can(wf: Workflow, trigger: Trigger) -> bool:
     return workflow_move(wf.status, trigger) is not None
 
 
-def _move_job(store: Store, job: JobRow, trigger: JobTrigger) -> str | None:
+def _move_job(store: Store, wf: Workflow, job: JobRow, trigger: JobTrigger) -> str | None:
     """Move the job as the table says; its status before, or None if the move is refused
-    or changes nothing."""
+    or changes nothing. Keeps the workflow's count of failed jobs (latest attempt failed)."""
     before = job.status
     target = job_move(before, trigger)
     if target is None:
@@ -88,6 +90,10 @@ def _move_job(store: Store, job: JobRow, trigger: JobTrigger) -> str | None:
         return None
     job.status = target
     store.changed_job(job)
+    failed = (target == J.ERROR) - (before == J.ERROR)
+    if failed:
+        wf.jobs_failed = (wf.jobs_failed or 0) + failed
+        store.changed_workflow(wf)
     return before
 
 
@@ -107,7 +113,7 @@ def apply_message(store: Store, message: Message) -> bool:
     move(store, wf, Trigger.HEARD, message.at)
     handler = HANDLERS.get(message.level)
     if handler is not None:
-        handler(store, wf, message.body, message.at)
+        handler(store, wf, message)
     return True
 
 
@@ -122,9 +128,12 @@ def _finish_successfully(store: Store, wf: Workflow, at: datetime) -> None:
     if wf.status not in (W.RUNNING, W.STALE):
         return
     # The run succeeded, so every job it started finished, even where the client did not
-    # say so (snakemake -q sends job_started but no job_finished).
-    for job in store.jobs_with_status(wf.id, J.RUNNING):
-        _end_job(store, job, JobTrigger.RUN_SUCCEEDED, at, None)
+    # say so (snakemake -q sends job_started but no job_finished); so did every job it
+    # described, unless it was a dry run, which only plans them.
+    ended = [J.RUNNING] if wf.dry_run else [J.RUNNING, J.WAITING]
+    for status in ended:
+        for job in store.jobs_with_status(wf.id, status):
+            _end_job(store, wf, job, JobTrigger.RUN_SUCCEEDED, at, None)
     # Counts from the job rows: what really ran (an --until run never reaches its total).
     counts = store.job_counts(wf.id)
     wf.jobs_total, wf.jobs_done = sum(counts.values()), counts.get(J.DONE, 0)
@@ -135,18 +144,22 @@ def _finish_successfully(store: Store, wf: Workflow, at: datetime) -> None:
 # --------------------------------------------------------------------------- jobs
 
 
-def _job(store: Store, wf: Workflow, jobid: int, at: datetime) -> tuple[JobRow, bool]:
-    """The job, created if unseen. The bool says whether it is new."""
+def _job(
+    store: Store, wf: Workflow, jobid: int, at: datetime, *, starts: bool = True
+) -> tuple[JobRow, bool]:
+    """The job, created if unseen: Running if `starts` (and the run is not a dry run), else
+    Waiting. The bool says whether it is new."""
     job = store.job(wf.id, jobid)
     if job is not None:
         return job, False
+    running = starts and not wf.dry_run
     values: dict[str, Any] = {
         "workflow_id": wf.id,
         "jobid": jobid,
-        "status": J.WAITING if wf.dry_run else J.RUNNING,
-        "started_at": None if wf.dry_run else at,
+        "status": J.RUNNING if running else J.WAITING,
+        "started_at": at if running else None,
         "attempt": 1,
-        "attempts": [] if wf.dry_run else [_attempt_record(1, at)],
+        "attempts": [_attempt_record(1, at)] if running else [],
         "wildcards": {},
         "input": [],
         "output": [],
@@ -170,10 +183,10 @@ def _attempt_record(number: int, at: datetime) -> dict[str, Any]:
 
 
 def _end_job(
-    store: Store, job: JobRow, trigger: JobTrigger, at: datetime, error: str | None
+    store: Store, wf: Workflow, job: JobRow, trigger: JobTrigger, at: datetime, error: str | None
 ) -> bool:
     """The job's attempt ended (finished or failed): whether the job moved."""
-    if _move_job(store, job, trigger) is None:
+    if _move_job(store, wf, job, trigger) is None:
         return False
     job.finished_at = at
     job.error = error if job.status == J.ERROR else job.error
@@ -194,7 +207,7 @@ def _start_job(store: Store, wf: Workflow, jobid: int, at: datetime) -> JobRow:
         return job
     if job.status == J.WAITING and wf.dry_run:
         return job  # a dry run only plans its jobs
-    before = _move_job(store, job, JobTrigger.STARTED)
+    before = _move_job(store, wf, job, JobTrigger.STARTED)
     if before == J.WAITING:
         job.started_at = at
         job.attempts = [_attempt_record(job.attempt, at)]
@@ -209,19 +222,19 @@ def _retry(store: Store, wf: Workflow, job: JobRow, before: str, at: datetime) -
     job.finished_at = None
     job.error = None
     job.attempts = [*(job.attempts or []), _attempt_record(job.attempt, at)]
-    if before == J.ERROR and wf.status == W.ERROR and not store.job_counts(wf.id).get(J.ERROR):
+    if before == J.ERROR and wf.status == W.ERROR and not wf.jobs_failed:
+        # The run was taken for failed on an error nobody could place, and Snakemake
+        # retries the failed job (--retries): the run goes on.
         if move(store, wf, Trigger.RETRIED, at):
-            # Snakemake retries the job (--retries): the run goes on. The failed attempt
-            # keeps its error in the job's attempts.
             wf.error = None
 
 
 # --------------------------------------------------------------------------- handlers
 
 
-def on_job_started(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
-    for jobid in started_jobs(body):
-        _start_job(store, wf, jobid, at)
+def on_job_started(store: Store, wf: Workflow, message: Message) -> None:
+    for jobid in started_jobs(message.body):
+        _start_job(store, wf, jobid, message.at)
 
 
 def _paths(value: Any) -> list[str]:
@@ -232,9 +245,16 @@ def _paths(value: Any) -> list[str]:
     return [str(item) for item in value]
 
 
-def on_job_info(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+def on_job_info(store: Store, wf: Workflow, message: Message) -> None:
+    body, at = message.body, message.at
     jobid = int(body["jobid"])
-    job = _start_job(store, wf, jobid, at)
+    if message.stamped:
+        # Snakemake 7/8 send no job_started: their job_info is the job starting.
+        job = _start_job(store, wf, jobid, at)
+    else:
+        # The Snakemake 9 plugin says job_started when a job runs; a job_info alone (a
+        # dry run's plan with plugin 0.1.1) describes a job that waits.
+        job, _ = _job(store, wf, jobid, at, starts=False)
     job.rule = body.get("name") or job.rule
     job.message = body.get("msg")
     job.input = _paths(body.get("input"))
@@ -257,25 +277,46 @@ def on_job_info(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) 
     store.changed_job(job)
 
 
-def on_job_finished(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
-    job, _ = _job(store, wf, int(body["jobid"]), at)
-    _end_job(store, job, JobTrigger.FINISHED, at, None)
+def on_job_finished(store: Store, wf: Workflow, message: Message) -> None:
+    job, _ = _job(store, wf, int(message.body["jobid"]), message.at)
+    _end_job(store, wf, job, JobTrigger.FINISHED, message.at, None)
 
 
-def on_job_error(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
-    job, _ = _job(store, wf, int(body["jobid"]), at)
+def on_job_error(store: Store, wf: Workflow, message: Message) -> None:
+    """A job failed. The run goes on (--keep-going, --retries) until its own end says
+    otherwise (on_error), so the workflow stays where it is and counts the failure."""
+    body = message.body
+    job, _ = _job(store, wf, int(body["jobid"]), message.at)
     job.rule = job.rule or body.get("name") or None
     if body.get("shellcmd") and not job.shellcmd:
         job.shellcmd = body["shellcmd"]
     # The error text comes in the `error` message just before (RuleException ...).
     text = wf.last_error or "job failed"
     wf.last_error = None
-    _end_job(store, job, JobTrigger.FAILED, at, text)
-    _add_error(store, wf, f"job {job.jobid} ({job.rule or 'unknown rule'}) failed")
-    move(store, wf, Trigger.FAILED, at)
+    _end_job(store, wf, job, JobTrigger.FAILED, message.at, text)
 
 
-def on_error(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+# What a job's failure is reported as (the job_error follows); any other error ends the run.
+_JOB_ERRORS = re.compile(
+    r"(RuleException|MissingOutputException|ProtectedOutputException|ImproperOutputException"
+    r"|IncompleteFilesException|ChildIOException|CheckSumMismatchException)\b"
+)
+# How Snakemake says the run itself failed.
+_RUN_ERRORS = ("WorkflowError", "Exiting because a job execution failed")
+
+
+def _ends_the_run(store: Store, wf: Workflow, text: str) -> bool:
+    if text.startswith(_RUN_ERRORS):
+        return True
+    if _JOB_ERRORS.match(text):
+        return False
+    # An error nobody can place: while jobs still run it is taken for theirs (a job_error
+    # may follow); the run's own end comes with one of _RUN_ERRORS.
+    return not store.job_counts(wf.id).get(J.RUNNING)
+
+
+def on_error(store: Store, wf: Workflow, message: Message) -> None:
+    body = message.body
     parts = [str(body.get("msg") or body.get("exception") or "error")]
     for key in ("rule", "location"):
         if body.get(key):
@@ -284,26 +325,40 @@ def on_error(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> 
         parts.append(str(body["traceback"]))
     text = " | ".join(parts)
     wf.last_error = text
-    _add_error(store, wf, text)
-    move(store, wf, Trigger.FAILED, at)
+    if _ends_the_run(store, wf, text):
+        _add_error(store, wf, text)
+        move(store, wf, Trigger.FAILED, message.at)
 
 
-def on_progress(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
+def on_progress(store: Store, wf: Workflow, message: Message) -> None:
     if wf.status == W.DONE:
         return  # counts were reconciled when it finished
-    done, total = int(body["done"]), int(body["total"])
+    done, total = int(message.body["done"]), int(message.body["total"])
     if (wf.jobs_done, wf.jobs_total) != (done, total):
         wf.jobs_done, wf.jobs_total = done, total
         store.changed_workflow(wf)
     if total > 0 and done >= total:
-        move(store, wf, Trigger.ALL_DONE, at)
+        move(store, wf, Trigger.ALL_DONE, message.at)
 
 
-def on_shellcmd(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
-    command = body.get("msg")
+def on_run_info(store: Store, wf: Workflow, message: Message) -> None:
+    """Snakemake 7/8's plan: the "Job stats" table, jobs per rule and in all."""
+    plan = parse_job_stats(message.body.get("msg"))
+    if plan is None:
+        return
+    rules, total = plan
+    wf.plan = rules
+    if not wf.jobs_total:
+        wf.jobs_total = total
+    store.changed_workflow(wf)
+    store.changed_rules(wf.id, list(rules))
+
+
+def on_shellcmd(store: Store, wf: Workflow, message: Message) -> None:
+    command = message.body.get("msg")
     if not isinstance(command, str) or not command:
         return
-    jobid = body.get("jobid")
+    jobid = message.body.get("jobid")
     if jobid is None:
         # Snakemake 7/8 send the command right after the job_info it belongs to.
         jobid = wf.last_job_info
@@ -315,26 +370,31 @@ def on_shellcmd(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) 
         store.changed_job(job)
 
 
-def on_info(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
-    text = body.get("msg")
+def on_info(store: Store, wf: Workflow, message: Message) -> None:
+    text = message.body.get("msg")
     if not isinstance(text, str):
         return
     if text.startswith("Nothing to be done"):
-        _finish_successfully(store, wf, at)
+        _finish_successfully(store, wf, message.at)
+    elif text.startswith("Terminating processes on user request"):
+        # Snakemake 7/8 stopped by Ctrl-C (SIGINT): the run ends here, and it did not
+        # succeed, whatever "Complete log" says next.
+        _add_error(store, wf, f"interrupted: {text}")
+        move(store, wf, Trigger.FAILED, message.at)
     elif text.startswith("This was a dry-run"):
         wf.dry_run = True
-        _finish_successfully(store, wf, at)
+        _finish_successfully(store, wf, message.at)
     elif text.startswith("Complete log"):
         # Snakemake 7/8 write this at the end of every real run; a failed run has
         # already turned Error, so a still-running workflow has succeeded (--until too).
-        _finish_successfully(store, wf, at)
+        _finish_successfully(store, wf, message.at)
 
 
-def on_workflow_success(store: Store, wf: Workflow, body: dict[str, Any], at: datetime) -> None:
-    _finish_successfully(store, wf, at)
+def on_workflow_success(store: Store, wf: Workflow, message: Message) -> None:
+    _finish_successfully(store, wf, message.at)
 
 
-Handler = Callable[[Store, Workflow, dict[str, Any], datetime], None]
+Handler = Callable[[Store, Workflow, Message], None]
 
 HANDLERS: dict[str, Handler] = {
     Level.JOB_STARTED: on_job_started,
@@ -343,6 +403,7 @@ HANDLERS: dict[str, Handler] = {
     Level.JOB_ERROR: on_job_error,
     Level.ERROR: on_error,
     Level.PROGRESS: on_progress,
+    Level.RUN_INFO: on_run_info,
     Level.SHELLCMD: on_shellcmd,
     Level.INFO: on_info,
     Level.WORKFLOW_SUCCESS: on_workflow_success,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from pathlib import PurePath
 
 from ..models import Workflow, utcnow
 from ..status import EventKind, Trigger, WorkflowStatus
 from .machine import Store, move
-from .wire import Registration
+from .wire import MAX_NAME_CHARS, Registration
 
 W = WorkflowStatus
 K = EventKind
@@ -32,24 +33,38 @@ def register_workflow(store: Store, request: Registration, stale_hours: float) -
     now = utcnow()
     sweep_stale(store, stale_hours, now)
     by_id = store.workflow(request.workflow_id) if request.workflow_id is not None else None
-    name = request.name or (by_id.name if by_id is not None else None) or str(uuid.uuid4())
+    name = request.name or (by_id.name if by_id is not None else None)
+    if name is None:
+        # No name asked for: the run's directory names it, or a uuid. A name made up here
+        # never reuses (so never resets) another run: that is for names a client asks for.
+        made = _directory_name(request) or str(uuid.uuid4())
+        name = made if store.workflow_named(made) is None else suffixed(made)
     existing = store.workflow_named(name)
     if existing is not None and existing.status == W.RUNNING:
         # Restart protection: a live run is never wiped; the new one gets its own name.
         name = suffixed(name)
         existing = None
     if existing is None:
-        wf = Workflow(name=name, status=W.RUNNING, jobs_done=0, jobs_total=0)
+        wf = Workflow(name=name, status=W.RUNNING)
         _start_over(wf, request, now)
         store.add_workflow(wf)
         store.changed_workflow(wf, K.WORKFLOW_CREATED)
         return wf
     store.delete_jobs(existing.id)
     existing.status = W.RUNNING
-    existing.jobs_done = existing.jobs_total = 0
     _start_over(existing, request, now)
     store.changed_workflow(existing, K.WORKFLOW_RESET)
     return existing
+
+
+def _directory_name(request: Registration) -> str | None:
+    """The name of the directory the run works in (Snakemake 7/8 send it), if any."""
+    for path in (request.workdir, request.snakefile and PurePath(request.snakefile).parent):
+        if path:
+            name = PurePath(path).name.strip()
+            if name and name not in (".", ".."):
+                return name[:MAX_NAME_CHARS]
+    return None
 
 
 SUFFIX_CHARS = 8
@@ -71,6 +86,8 @@ def is_suffixed(current: str, asked: str) -> bool:
 
 
 def _start_over(wf: Workflow, request: Registration, now: datetime) -> None:
+    wf.jobs_done = wf.jobs_total = wf.jobs_failed = 0
+    wf.plan = None
     wf.started_at = wf.updated_at = now
     wf.finished_at = None
     wf.error = None

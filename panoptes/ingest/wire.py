@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Level(StrEnum):
     PROGRESS = "progress"
     SHELLCMD = "shellcmd"
     INFO = "info"
+    RUN_INFO = "run_info"
     WORKFLOW_SUCCESS = "workflow_success"
 
 
@@ -58,6 +60,11 @@ class Message:
     digest: str | None
     at: datetime
 
+    @property
+    def stamped(self) -> bool:
+        """Whether the client stamps its messages (Snakemake 7/8; the 9 plugin does not)."""
+        return self.digest is not None
+
     def jobids(self) -> list[int]:
         """The jobs the message is about (for the writer to load them at once)."""
         if self.level == Level.JOB_STARTED:
@@ -68,6 +75,36 @@ class Message:
 
 
 _ABOUT_ONE_JOB = frozenset({Level.JOB_INFO, Level.JOB_FINISHED, Level.JOB_ERROR, Level.SHELLCMD})
+
+
+_STATS_ROW = re.compile(r"^\s*(\S+)\s+(\d+)\s*$")
+
+
+def parse_job_stats(text: Any) -> tuple[dict[str, int], int] | None:
+    """Snakemake 7/8's "Job stats" table (run_info): jobs planned per rule, and in all.
+
+    Job stats:
+    job        count
+    -------  -------
+    align          6
+    total          7
+    """
+    if not isinstance(text, str) or "Job stats" not in text:
+        return None
+    rules: dict[str, int] = {}
+    total = None
+    for line in text.splitlines():
+        row = _STATS_ROW.match(line)
+        if row is None:
+            continue
+        name, count = row.group(1), int(row.group(2))
+        if name == "total":
+            total = count
+        elif _fits(count):
+            rules[name] = count
+    if not rules:
+        return None
+    return rules, total if total is not None and _fits(total) else sum(rules.values())
 
 
 def started_jobs(body: dict[str, Any]) -> list[int]:

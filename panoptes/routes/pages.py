@@ -18,6 +18,8 @@ bp.url_value_preprocessor(ids_in_range)
 
 PAGE_SIZE = 200
 JOBS_PER_PAGE = 100
+# Failed jobs listed at the top of a workflow page (all of them are one filter away).
+FAILED_SHOWN = 50
 
 
 async def _page(template: str, **context: object) -> Response:
@@ -87,6 +89,9 @@ async def workflow_page(workflow_id: int) -> Response:
         seq = await queries.last_seq(session)
         workflow = await _workflow(session, workflow_id)
         rules = await queries.rule_progress(session, workflow_id)
+        failed, _ = await queries.list_jobs(
+            session, workflow_id, queries.Page(limit=FAILED_SHOWN), [JobStatus.ERROR.value]
+        )
         jobs, count = await queries.list_jobs(
             session,
             workflow_id,
@@ -100,6 +105,7 @@ async def workflow_page(workflow_id: int) -> Response:
         workflow=workflow,
         rules=[Row(rule) for rule in rules],
         jobs=[Row(job_view(job)) for job in jobs],
+        failed_jobs=[Row(job_view(job)) for job in failed],
         job_count=count,
         job_statuses=[s.value for s in JobStatus],
         filter_status=status or "",

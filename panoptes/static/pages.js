@@ -95,6 +95,14 @@
       if (key === "error" && typeof value !== "number") {  // a rule's "error" is a count
         node.textContent = value || "";
         node.hidden = !value;
+      } else if (key === "jobs_failed") {
+        node.textContent = (value || 0) + " failed";
+        node.hidden = !value;
+      } else if (key === "planned") {
+        node.textContent = value == null ? "" : "of " + value + " planned";
+        node.hidden = value == null;
+      } else if (key === "first_error") {
+        node.textContent = value || "";
       } else if (key === "name" || key === "jobid" || key === "id") {
         node.textContent = value == null ? "" : String(value);
       } else if (key === "rule") {
@@ -198,7 +206,7 @@
       fill(row, wf);
       row.querySelector('[data-field="progress"]').textContent = wf.jobs_done + " / " + wf.jobs_total;
       row.querySelector('a[data-field="name"]').href = "/workflow/" + wf.id;
-      setBar(row.querySelector("svg.bar"), wf.jobs_done, wf.jobs_total);
+      setBar(row.querySelector("svg.bar"), wf.jobs_done, wf.jobs_total, 0, wf.jobs_failed);
     }
 
     function upsert(wf) {
@@ -403,28 +411,48 @@
     function upsertRule(rule) {
       let row = Array.from(rulesBody.rows).find((r) => r.dataset.rule === rule.rule);
       if (!row) {
+        // Rules come in pipeline order: a new one (its first job, or its plan) goes last.
         row = cloneTemplate("rule-row-template");
         row.dataset.rule = rule.rule;
-        const after = Array.from(rulesBody.rows).find((r) => r.dataset.rule > rule.rule);
-        rulesBody.insertBefore(row, after || null);
+        rulesBody.appendChild(row);
       }
-      if (rule.total === 0) {
+      if (rule.total === 0 && rule.planned == null) {
         rules.delete(rule.rule);
         row.remove();
       } else {
         rules.set(rule.rule, rule);
         fill(row, rule);
-        setBar(row.querySelector("svg.bar"), rule.done, rule.total, rule.running, rule.error);
+        setBar(row.querySelector("svg.bar"), rule.done, rule.planned ?? rule.total, rule.running,
+          rule.error);
       }
       rulesTable.hidden = rulesBody.rows.length === 0;
       document.getElementById("rules-empty").hidden = rulesBody.rows.length > 0;
       updatePager();
     }
 
+    // The failed jobs at the top: the jobs whose latest attempt failed, as they change.
+    const failedSection = document.getElementById("failed-jobs");
+    const failedList = failedSection.querySelector("ul");
+    function upsertFailed(job) {
+      let item = failedList.querySelector('li[data-jobid="' + job.jobid + '"]');
+      if (job.status !== "Error") {
+        if (item) item.remove();
+      } else {
+        if (!item) {
+          item = cloneTemplate("failed-job-template");
+          item.dataset.jobid = job.jobid;
+          item.querySelector("a").href = "/workflow/" + workflowId + "/job/" + job.jobid;
+          failedList.appendChild(item);
+        }
+        fill(item, {...job, first_error: (job.error || "").trim().split("\n")[0]});
+      }
+      failedSection.hidden = failedList.children.length === 0;
+    }
+
     function updateWorkflow(wf) {
       fill(header, wf);
       header.querySelector('[data-field="progress"]').textContent = wf.jobs_done + " / " + wf.jobs_total;
-      setBar(header.querySelector("svg.bar"), wf.jobs_done, wf.jobs_total);
+      setBar(header.querySelector("svg.bar"), wf.jobs_done, wf.jobs_total, 0, wf.jobs_failed);
       document.title = wf.name + " · panoptes";
     }
 
@@ -457,7 +485,10 @@
       }
       updateWorkflow(event.workflow);
     });
-    feed.on("job.updated", (event) => upsertJob(event.job));
+    feed.on("job.updated", (event) => {
+      upsertJob(event.job);
+      upsertFailed(event.job);
+    });
     feed.on("rule.updated", (event) => upsertRule(event.rule));
     feed.start();
     timeline(Array.from(jobs.values()));

@@ -101,6 +101,10 @@ class Tx:
     def changed_job(self, job: JobRow) -> None:
         self.changes.jobs[id(job)] = job
 
+    def changed_rules(self, workflow_id: int, rules: list[str]) -> None:
+        """These rules' counts (or plan) changed, whether or not a job of them did."""
+        self.changes.rules.update((workflow_id, rule) for rule in rules)
+
     def refused(self, machine: str, current: str, trigger: str) -> None:
         self.changes.refused.append((machine, current, trigger))
 
@@ -257,6 +261,9 @@ def announce(
     for job in changes.jobs.values():
         add(K.JOB_UPDATED, job.workflow_id, {"job": job_view(job)})
     for key in sorted(rules, key=lambda key: (key[0], key[1] or "")):
+        owner = session.get(Workflow, key[0])  # in the session already: no query
+        plan = owner.plan if owner is not None else None
+        counts[key]["planned"] = plan.get(key[1] or "") if plan is not None else None
         add(K.RULE_UPDATED, key[0], {"rule": counts[key]})
     seqs = insert_events(session, rows)
     messages += [

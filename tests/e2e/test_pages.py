@@ -523,8 +523,12 @@ async def test_many_jobs_are_paged_filtered_on_the_server_and_stay_live(
         rule = "even" if jobid % 2 == 0 else "odd"
         return {"level": "job_info", "jobid": jobid, "name": rule, "wildcards": {"n": jobid}}
 
-    for jobid in range(150):
+    async def start(jobid: int) -> None:  # as the Snakemake 9 plugin does: started, described
+        await post({"level": "job_started", "jobs": [jobid]})
         await post(info(jobid))
+
+    for jobid in range(150):
+        await start(jobid)
     for jobid in range(10):
         await post({"level": "job_finished", "jobid": jobid})
 
@@ -539,7 +543,7 @@ async def test_many_jobs_are_paged_filtered_on_the_server_and_stay_live(
     await expect(page.locator("#timeline-scope")).to_be_visible()  # it draws this page's jobs
 
     # A new job belongs on the last page: here only the count and the pager move.
-    await post(info(150))
+    await start(150)
     await expect(page.locator("#job-count")).to_have_text("151")
     await expect(pager.locator('[data-pager="range"]')).to_have_text("1\u2013100 of 151")
     await expect(rows).to_have_count(100)
@@ -551,7 +555,7 @@ async def test_many_jobs_are_paged_filtered_on_the_server_and_stay_live(
     await expect(rows).to_have_count(51)
     await expect(pager.locator('[data-pager="next"]')).to_be_hidden()
     # On the last page a new job is added live, and changes show in place.
-    await post(info(151))
+    await start(151)
     await expect(rows).to_have_count(52)
     await expect(pager.locator('[data-pager="range"]')).to_have_text("101\u2013152 of 152")
     await post({"level": "job_finished", "jobid": 151})

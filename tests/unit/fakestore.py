@@ -18,6 +18,7 @@ class FakeStore:
         self.announced: list[tuple[EventKind, int]] = []
         self.changed_jobs: list[tuple[int, int]] = []
         self.refusals: list[tuple[str, str, str]] = []
+        self.changed_rule_names: list[str] = []
         self._next_id = 1
 
     def workflow(self, workflow_id: int) -> Workflow | None:
@@ -58,6 +59,9 @@ class FakeStore:
 
     def changed_job(self, job: JobRow) -> None:
         self.changed_jobs.append((job.workflow_id, job.jobid))
+
+    def changed_rules(self, workflow_id: int, rules: list[str]) -> None:
+        self.changed_rule_names.extend(rules)
 
     def refused(self, machine: str, current: str, trigger: str) -> None:
         self.refusals.append((machine, current, trigger))

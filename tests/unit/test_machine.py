@@ -101,6 +101,7 @@ def test_every_status_has_a_row_and_every_move_ends_in_a_status() -> None:
 def test_a_job_runs_finishes_fails_and_is_retried() -> None:
     store = FakeStore()
     wf = registered(store)
+    send(store, wf, {"level": "job_started", "jobs": [1]})
     send(store, wf, {"level": "job_info", "jobid": 1, "name": "align", "wildcards": {"s": "A"}})
     job = store.job(wf.id, 1)
     assert job is not None and job.status == J.RUNNING and job.attempt == 1
@@ -108,27 +109,85 @@ def test_a_job_runs_finishes_fails_and_is_retried() -> None:
     send(store, wf, {"level": "error", "msg": "RuleException: truncated FASTQ"})
     send(store, wf, {"level": "job_error", "jobid": 1})
     assert job.status == J.ERROR and job.error is not None and "truncated" in job.error
-    assert wf.status == W.ERROR
     assert job.attempts[-1]["status"] == "Error" and job.attempts[-1]["error"] == job.error
-    # --retries: the same job starts again; no other job is failing, so the run goes on.
+    # The job's error is not the run's: the run goes on, counting the failure.
+    assert (wf.status, wf.jobs_failed, wf.error, wf.finished_at) == (W.RUNNING, 1, None, None)
+    # --retries: the same job starts again; its latest attempt has not failed.
     send(store, wf, {"level": "job_started", "jobs": [1]})
     assert (job.status, job.attempt, job.error) == (J.RUNNING, 2, None)
-    assert wf.status == W.RUNNING and wf.error is None and wf.finished_at is None
+    assert (wf.status, wf.jobs_failed) == (W.RUNNING, 0)
     send(store, wf, {"level": "job_finished", "jobid": 1})
     assert job.status == J.DONE and [a["status"] for a in job.attempts] == ["Error", "Done"]
     assert store.refusals == []
 
 
-def test_a_retry_does_not_revive_a_run_while_another_job_is_failing() -> None:
+KEEP_GOING_ENDS = [
+    # Snakemake 9 (plugin 0.3.0): WorkflowError. 7/8: "Exiting because ...", then WorkflowError.
+    [{"level": "error", "msg": "WorkflowError"}],
+    [
+        {"level": "error", "msg": "Exiting because a job execution failed. Look above."},
+        {"level": "info", "msg": "Complete log: .snakemake/log/x.log"},
+        {"level": "error", "msg": "WorkflowError:\nAt least one job did not complete."},
+    ],
+]
+
+
+@pytest.mark.parametrize("ending", KEEP_GOING_ENDS)
+def test_keep_going_runs_stay_running_until_their_own_end(ending: list[dict[str, Any]]) -> None:
     store = FakeStore()
     wf = registered(store)
-    for jobid in (1, 2):
-        send(store, wf, {"level": "job_started", "jobs": [jobid]})
-        send(store, wf, {"level": "job_error", "jobid": jobid})
+    send(store, wf, {"level": "job_started", "jobs": [1, 2]})
+    send(store, wf, {"level": "error", "msg": "RuleException:\nCalledProcessError ..."})
+    send(store, wf, {"level": "job_error", "jobid": 1})
+    send(store, wf, {"level": "job_started", "jobs": [3]})  # --keep-going: more jobs start
+    send(store, wf, {"level": "job_finished", "jobid": 2})
+    send(store, wf, {"level": "job_finished", "jobid": 3})
+    assert (wf.status, wf.jobs_failed) == (W.RUNNING, 1)
+    for message in ending:
+        send(store, wf, message)
+    assert (wf.status, wf.jobs_failed) == (W.ERROR, 1)
+    assert wf.finished_at is not None and wf.error is not None and "RuleException" not in wf.error
+    assert store.refusals == []
+
+
+def test_an_error_nobody_can_place_ends_the_run_only_when_no_job_runs() -> None:
+    store = FakeStore()
+    wf = registered(store)
     send(store, wf, {"level": "job_started", "jobs": [1]})
-    assert wf.status == W.ERROR
-    job = store.job(wf.id, 2)
-    assert job is not None and job.error == "job failed"  # no error message came before
+    send(store, wf, {"level": "error", "msg": "SomethingOdd: a job's trouble, maybe"})
+    assert wf.status == W.RUNNING  # a job is running: it may be that job's (job_error follows)
+    send(store, wf, {"level": "job_finished", "jobid": 1})
+    send(store, wf, {"level": "error", "msg": "SyntaxError in file Snakefile, line 3"})
+    assert wf.status == W.ERROR and wf.error == "SyntaxError in file Snakefile, line 3"
+
+
+def test_the_plan_gives_totals_per_rule_and_in_all() -> None:
+    store = FakeStore()
+    wf = registered(store)
+    stats = (
+        "Job stats:\njob        count\n-------  -------\nalign          6\nall   1\ntotal    7\n"
+    )
+    send(store, wf, {"level": "run_info", "msg": stats, "timestamp": utcnow().timestamp()})
+    assert wf.plan == {"align": 6, "all": 1} and wf.jobs_total == 7
+    assert store.changed_rule_names == ["align", "all"]
+    send(store, wf, {"level": "run_info", "msg": "Select jobs to execute..."})
+    assert wf.plan == {"align": 6, "all": 1}  # not a plan: nothing changes
+
+
+def test_a_job_described_but_not_started_waits() -> None:
+    # Snakemake 9 says job_started when a job runs; plugin 0.1.1's dry run only describes.
+    store = FakeStore()
+    wf = registered(store)
+    send(store, wf, {"level": "job_info", "jobid": 1, "name": "a"})
+    job = store.job(wf.id, 1)
+    assert job is not None and (job.status, job.started_at) == (J.WAITING, None)
+    send(store, wf, {"level": "job_started", "jobs": [1]})
+    assert job.status == J.RUNNING and job.started_at is not None
+    # Snakemake 7/8 send no job_started: their job_info (stamped) is the job starting.
+    stamped = {"level": "job_info", "jobid": 2, "name": "a", "timestamp": utcnow().timestamp()}
+    send(store, wf, stamped)
+    second = store.job(wf.id, 2)
+    assert second is not None and second.status == J.RUNNING
 
 
 def test_a_dry_run_plans_jobs_without_running_them() -> None:

@@ -242,7 +242,7 @@ def _paths() -> dict[str, Schema]:
                     "Per rule: how many jobs are done, running, failed, waiting",
                     _json(
                         obj({"rules": {"type": "array", "items": ref("Rule")}}),
-                        "sorted by rule",
+                        "in pipeline order: by first job, then planned rules not seen yet",
                     ),
                 ),
             }

@@ -52,6 +52,7 @@ def schemas() -> dict[str, Schema]:
                 "status": {"type": "string", "enum": workflow_statuses},
                 "jobs_done": COUNT,
                 "jobs_total": COUNT,
+                "jobs_failed": {**COUNT, "description": "jobs whose latest attempt failed"},
                 "started_at": TIME,
                 "updated_at": TIME,
                 "finished_at": nullable(TIME),
@@ -102,7 +103,10 @@ def schemas() -> dict[str, Schema]:
         "Rule": obj(
             {
                 "rule": {**TEXT, "description": "empty for jobs whose rule is not known yet"},
-                "total": COUNT,
+                "planned": nullable(
+                    {**COUNT, "description": "jobs of this rule in the client's plan"}
+                ),
+                "total": {**COUNT, "description": "jobs of this rule seen so far"},
                 "done": COUNT,
                 "running": COUNT,
                 "error": COUNT,
