@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from jinja2 import Environment
@@ -44,9 +45,28 @@ def bar(done: int, total: int, running: int = 0, error: int = 0) -> Markup:
     )
 
 
+# A line that only names an exception ("RuleException:", Snakemake 8's header above the
+# reason) says nothing about why.
+_BARE_EXCEPTION = re.compile(r"^\w*(Exception|Error)?:?$")
+
+
+def first_error_line(error: str | None) -> str:
+    """The line of a job's error that says why it failed (pages.js firstErrorLine twins it)."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    for line in lines:
+        if not _BARE_EXCEPTION.match(line):
+            return line
+    return lines[0] if lines else ""
+
+
 # Small pieces of HTML every row repeats, as Python functions: a Jinja macro call costs
 # several times as much, and a workflow page makes hundreds.
-PAGE_HELPERS = {"badge": badge, "bar": bar, "time": time_tag}
+PAGE_HELPERS = {
+    "badge": badge,
+    "bar": bar,
+    "time": time_tag,
+    "first_error_line": first_error_line,
+}
 
 
 class Row(dict[str, Any]):

@@ -35,6 +35,12 @@
     return s + "s";
   }
 
+  // The line of a job's error that says why (routes/html.py first_error_line twins it).
+  function firstErrorLine(error) {
+    const lines = String(error || "").split("\n").map((l) => l.trim()).filter((l) => l);
+    return lines.find((l) => !/^\w*(Exception|Error)?:?$/.test(l)) || lines[0] || "";
+  }
+
   function describe(value) {
     if (value == null || value === "") return "–";
     if (Array.isArray(value)) return value.length ? value.join(", ") : "–";
@@ -98,9 +104,6 @@
       } else if (key === "jobs_failed") {
         node.textContent = (value || 0) + " failed";
         node.hidden = !value;
-      } else if (key === "planned") {
-        node.textContent = value == null ? "" : "of " + value + " planned";
-        node.hidden = value == null;
       } else if (key === "first_error") {
         node.textContent = value || "";
       } else if (key === "name" || key === "jobid" || key === "id") {
@@ -421,7 +424,7 @@
         row.remove();
       } else {
         rules.set(rule.rule, rule);
-        fill(row, rule);
+        fill(row, {...rule, whole: rule.planned ?? rule.total});
         setBar(row.querySelector("svg.bar"), rule.done, rule.planned ?? rule.total, rule.running,
           rule.error);
       }
@@ -444,7 +447,7 @@
           item.querySelector("a").href = "/workflow/" + workflowId + "/job/" + job.jobid;
           failedList.appendChild(item);
         }
-        fill(item, {...job, first_error: (job.error || "").trim().split("\n")[0]});
+        fill(item, {...job, first_error: firstErrorLine(job.error)});
       }
       failedSection.hidden = failedList.children.length === 0;
     }

@@ -183,7 +183,7 @@ async def test_workflow_page_follows_a_run_without_reloading(
     await expect(page.locator("#rules tbody tr")).to_have_count(4)
     make = page.locator('#rules tr[data-rule="make"]')
     await expect(make.locator('[data-field="done"]')).to_have_text("3")
-    await expect(make.locator('[data-field="total"]')).to_have_text("3")
+    await expect(make.locator('[data-field="whole"]')).to_have_text("3")
     await expect(make.locator('[data-field="error"]')).to_have_text("0")
     done_width = await header.locator('[data-bar="done"]').get_attribute("width")
     assert done_width is not None and float(done_width) == pytest.approx(100)
