@@ -81,6 +81,8 @@ class Workflow(Base):
     jobs_failed: Mapped[int] = mapped_column(default=0, server_default="0")
     # Jobs planned per rule, from the client's plan (Snakemake 7/8's run_info), if it sent one.
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # The rules whose jobs came so far, in the order they came (the first MAX_RULES_SEEN).
+    rules_seen: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]

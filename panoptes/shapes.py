@@ -26,6 +26,7 @@ def workflow_view(wf: Workflow) -> dict[str, Any]:
         "jobs_done": wf.jobs_done,
         "jobs_total": wf.jobs_total,
         "jobs_failed": wf.jobs_failed or 0,
+        "label": workflow_label(wf),
         "started_at": iso(wf.started_at),
         "updated_at": iso(wf.updated_at),
         "finished_at": iso(wf.finished_at),
@@ -36,6 +37,17 @@ def workflow_view(wf: Workflow) -> dict[str, Any]:
         "command": wf.command,
         "workdir": wf.workdir,
     }
+
+
+def workflow_label(wf: Workflow) -> str | None:
+    """What the run is, for people, whatever its name: its rules in the order their jobs
+    came, and how many jobs it has ("make → align → count → … · 20 jobs")."""
+    rules = list(wf.rules_seen or [])
+    if not rules:
+        return None
+    shown = " → ".join(rules[:4]) + (" → …" if len(rules) > 4 else "")
+    jobs = wf.jobs_total or 0
+    return f"{shown} · {jobs} job{'' if jobs == 1 else 's'}" if jobs else shown
 
 
 def job_view(job: Job | JobRow) -> dict[str, Any]:

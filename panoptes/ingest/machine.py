@@ -11,7 +11,6 @@ dictionary), so it runs synchronously inside a batch.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -28,7 +27,14 @@ from ..status import (
     job_move,
     workflow_move,
 )
-from .wire import Level, Message, parse_job_stats, started_jobs
+from .wire import (
+    Level,
+    Message,
+    names_a_job_failure,
+    parse_job_stats,
+    says_the_run_failed,
+    started_jobs,
+)
 
 W = WorkflowStatus
 J = JobStatus
@@ -256,6 +262,7 @@ def on_job_info(store: Store, wf: Workflow, message: Message) -> None:
         # dry run's plan with plugin 0.1.1) describes a job that waits.
         job, _ = _job(store, wf, jobid, at, starts=False)
     job.rule = body.get("name") or job.rule
+    _seen_rule(store, wf, job.rule)
     job.message = body.get("msg")
     job.input = _paths(body.get("input"))
     job.output = _paths(body.get("output"))
@@ -277,6 +284,16 @@ def on_job_info(store: Store, wf: Workflow, message: Message) -> None:
     store.changed_job(job)
 
 
+MAX_RULES_SEEN = 20
+
+
+def _seen_rule(store: Store, wf: Workflow, rule: str | None) -> None:
+    seen = wf.rules_seen or []
+    if rule and rule not in seen and len(seen) < MAX_RULES_SEEN:
+        wf.rules_seen = [*seen, rule]  # a new list, so the JSON column sees the change
+        store.changed_workflow(wf)
+
+
 def on_job_finished(store: Store, wf: Workflow, message: Message) -> None:
     job, _ = _job(store, wf, int(message.body["jobid"]), message.at)
     _end_job(store, wf, job, JobTrigger.FINISHED, message.at, None)
@@ -296,19 +313,10 @@ def on_job_error(store: Store, wf: Workflow, message: Message) -> None:
     _end_job(store, wf, job, JobTrigger.FAILED, message.at, text)
 
 
-# What a job's failure is reported as (the job_error follows); any other error ends the run.
-_JOB_ERRORS = re.compile(
-    r"(RuleException|MissingOutputException|ProtectedOutputException|ImproperOutputException"
-    r"|IncompleteFilesException|ChildIOException|CheckSumMismatchException)\b"
-)
-# How Snakemake says the run itself failed.
-_RUN_ERRORS = ("WorkflowError", "Exiting because a job execution failed")
-
-
 def _ends_the_run(store: Store, wf: Workflow, text: str) -> bool:
-    if text.startswith(_RUN_ERRORS):
+    if says_the_run_failed(text):
         return True
-    if _JOB_ERRORS.match(text):
+    if names_a_job_failure(text):
         return False
     # An error nobody can place: while jobs still run it is taken for theirs (a job_error
     # may follow); the run's own end comes with one of _RUN_ERRORS.

@@ -88,6 +88,7 @@ def is_suffixed(current: str, asked: str) -> bool:
 def _start_over(wf: Workflow, request: Registration, now: datetime) -> None:
     wf.jobs_done = wf.jobs_total = wf.jobs_failed = 0
     wf.plan = None
+    wf.rules_seen = None
     wf.started_at = wf.updated_at = now
     wf.finished_at = None
     wf.error = None

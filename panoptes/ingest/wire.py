@@ -107,6 +107,23 @@ def parse_job_stats(text: Any) -> tuple[dict[str, int], int] | None:
     return rules, total if total is not None and _fits(total) else sum(rules.values())
 
 
+# What a job's failure is reported as, in the `error` just before its job_error.
+_JOB_ERRORS = re.compile(
+    r"(RuleException|MissingOutputException|ProtectedOutputException|ImproperOutputException"
+    r"|IncompleteFilesException|ChildIOException|CheckSumMismatchException)\b"
+)
+# How Snakemake says the run itself failed (9: WorkflowError; 7/8 "Exiting because ...").
+_RUN_ERRORS = ("WorkflowError", "Exiting because a job execution failed")
+
+
+def names_a_job_failure(text: str) -> bool:
+    return _JOB_ERRORS.match(text) is not None
+
+
+def says_the_run_failed(text: str) -> bool:
+    return text.startswith(_RUN_ERRORS)
+
+
 def started_jobs(body: dict[str, Any]) -> list[int]:
     """The job ids of a job_started: a list, or (older clients) one id."""
     jobs = body["jobs"]

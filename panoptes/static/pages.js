@@ -104,6 +104,9 @@
       } else if (key === "jobs_failed") {
         node.textContent = (value || 0) + " failed";
         node.hidden = !value;
+      } else if (key === "label") {
+        node.textContent = value || "";
+        node.hidden = !value;
       } else if (key === "first_error") {
         node.textContent = value || "";
       } else if (key === "name" || key === "jobid" || key === "id") {

@@ -13,6 +13,7 @@ from panoptes.errors import UnknownWorkflow
 from panoptes.ingest import machine, runs
 from panoptes.ingest.wire import Registration, parse_message
 from panoptes.models import Workflow, utcnow
+from panoptes.shapes import workflow_view
 from panoptes.status import (
     FINISHED,
     JOB_MOVES,
@@ -261,3 +262,15 @@ def test_silent_runs_turn_stale_and_cancel_follows_the_table() -> None:
     runs.cancel_workflow(store, wf)
     assert wf.status == W.CANCELLED and store.announced[-1] == (K.WORKFLOW_CANCELLED, wf.id)
     assert not machine.can(wf, Trigger.FAILED)
+
+
+def test_a_run_is_labelled_by_its_rules_in_the_order_they_came() -> None:
+    store = FakeStore()
+    wf = registered(store)
+    assert workflow_view(wf)["label"] is None
+    send(store, wf, {"level": "progress", "done": 0, "total": 20})
+    for jobid, rule in enumerate(["make", "make", "align", "count", "merge", "all", "align"]):
+        send(store, wf, {"level": "job_started", "jobs": [jobid]})
+        send(store, wf, {"level": "job_info", "jobid": jobid, "name": rule})
+    assert wf.rules_seen == ["make", "align", "count", "merge", "all"]
+    assert workflow_view(wf)["label"] == "make → align → count → merge → … · 20 jobs"

@@ -53,6 +53,12 @@ def schemas() -> dict[str, Schema]:
                 "jobs_done": COUNT,
                 "jobs_total": COUNT,
                 "jobs_failed": {**COUNT, "description": "jobs whose latest attempt failed"},
+                "label": nullable(
+                    {
+                        **TEXT,
+                        "description": "the rules whose jobs came, in order, and the job count",
+                    }
+                ),
                 "started_at": TIME,
                 "updated_at": TIME,
                 "finished_at": nullable(TIME),
