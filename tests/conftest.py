@@ -156,6 +156,22 @@ async def create_workflow(client: Client, **query: str) -> dict[str, Any]:
     return body
 
 
+async def send_recorded(client: Client, request: dict[str, Any]) -> Any:
+    """Send one request of a capture (tests/captures) as the client sent it; its answer,
+    which must be 2xx."""
+    headers = {"Content-Type": request["content_type"]} if request["content_type"] else {}
+    response = await client.open(
+        request["path"],
+        method=request["method"],
+        query_string=request["query"] or None,
+        data=request["body"].encode(),
+        headers=headers,
+    )
+    text = await response.get_data(as_text=True)
+    assert 200 <= response.status_code < 300, (request["seq"], response.status_code, text)
+    return response
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

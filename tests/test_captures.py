@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from quart.typing import TestClientProtocol as Client
 
-from .conftest import CAPTURES
+from .conftest import CAPTURES, send_recorded
 
 RULE_COUNTS = {"make": 3, "process": 3, "merge": 1, "all": 1}
 
@@ -18,18 +18,7 @@ async def replay(client: Client, name: str) -> int:
     workflow_id = None
     for line in (CAPTURES / f"{name}.jsonl").read_text().splitlines():
         request = json.loads(line)
-        headers = {}
-        if request["content_type"]:
-            headers["Content-Type"] = request["content_type"]
-        response = await client.open(
-            request["path"],
-            method=request["method"],
-            query_string=request["query"] or None,
-            data=request["body"].encode(),
-            headers=headers,
-        )
-        text = await response.get_data(as_text=True)
-        assert 200 <= response.status_code < 300, (request["seq"], response.status_code, text)
+        response = await send_recorded(client, request)
         if request["path"] == "/create_workflow":
             workflow_id = (await response.get_json())["id"]
     # The recordings were made against a server that handed out id 1, and their bodies say so.

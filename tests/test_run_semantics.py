@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 import pytest
 from quart.typing import TestClientProtocol as Client
 
-from .conftest import CAPTURES
+from .conftest import CAPTURES, send_recorded
 
 FAILING, FLAKY = 6, 12
 PLAN = {"align": 6, "all": 1, "count": 6, "make": 6, "merge": 1}
@@ -45,16 +45,7 @@ async def replayed(client: Client, name: str) -> AsyncIterator[dict[str, Any]]:
     """Send the recorded requests one by one, each answered 2xx; yields each request after
     it was answered."""
     for request in recorded(name):
-        headers = {"Content-Type": request["content_type"]} if request["content_type"] else {}
-        response = await client.open(
-            request["path"],
-            method=request["method"],
-            query_string=request["query"] or None,
-            data=request["body"].encode(),
-            headers=headers,
-        )
-        text = await response.get_data(as_text=True)
-        assert 200 <= response.status_code < 300, (request["seq"], response.status_code, text)
+        await send_recorded(client, request)
         yield request
 
 

@@ -262,7 +262,7 @@ def on_job_info(store: Store, wf: Workflow, message: Message) -> None:
         # dry run's plan with plugin 0.1.1) describes a job that waits.
         job, _ = _job(store, wf, jobid, at, starts=False)
     job.rule = body.get("name") or job.rule
-    _seen_rule(store, wf, job.rule)
+    _seen_rule(wf, job.rule)
     job.message = body.get("msg")
     job.input = _paths(body.get("input"))
     job.output = _paths(body.get("output"))
@@ -287,11 +287,13 @@ def on_job_info(store: Store, wf: Workflow, message: Message) -> None:
 MAX_RULES_SEEN = 20
 
 
-def _seen_rule(store: Store, wf: Workflow, rule: str | None) -> None:
+def _seen_rule(wf: Workflow, rule: str | None) -> None:
+    """Note a rule for the run's label. Not announced by itself: the label travels with the
+    workflow's next event (a progress follows every finished job), so a batch's events stay
+    one per job and rule."""
     seen = wf.rules_seen or []
     if rule and rule not in seen and len(seen) < MAX_RULES_SEEN:
         wf.rules_seen = [*seen, rule]  # a new list, so the JSON column sees the change
-        store.changed_workflow(wf)
 
 
 def on_job_finished(store: Store, wf: Workflow, message: Message) -> None:
