@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .errors import MethodNotAllowed, PanoptesError, TooLarge, Unavailable, crash_detail
-from .routes import api, auth, feed, ingest, metrics, pages, wms
+from .routes import api, auth, feed, hosts, ingest, metrics, pages, wms
 from .routes.html import render_page
 from .routes.respond import error_response
 from .service import Service
@@ -39,6 +39,7 @@ def create_app(config: Config | None = None, *, fast_ingest: bool = True) -> Qua
     if fast_ingest:
         ingest.install(app, config)  # inside auth's /t/<token>/ prefix handling
     auth.install(app, config)
+    hosts.install(app, config)  # outermost: a request for a foreign name goes no further
 
     @app.before_serving
     async def start() -> None:

@@ -110,6 +110,9 @@ class Config:
     # Origins (scheme://host:port) whose pages may open the websocket feed, besides the
     # server's own; "*" allows any. Clients that send no Origin (scripts) are always let in.
     allowed_origins: tuple[str, ...] = ()
+    # Host names (the Host header) this server answers for, besides loopback names, IP
+    # addresses and the name it listens on; "*" answers for any (PANOPTES_ALLOWED_HOSTS).
+    allowed_hosts: tuple[str, ...] = ()
     # Seconds between the feed's keep-alive pings.
     ws_ping_seconds: float = 20.0
     # Events a subscriber may fall behind before it is told to resync.
@@ -150,6 +153,11 @@ class Config:
                 origin.strip().rstrip("/")
                 for origin in env.get("PANOPTES_ALLOWED_ORIGINS", "").split(",")
                 if origin.strip()
+            ),
+            allowed_hosts=tuple(
+                name.strip().lower().rstrip(".")
+                for name in env.get("PANOPTES_ALLOWED_HOSTS", "").split(",")
+                if name.strip()
             ),
             ws_ping_seconds=_float(env, "PANOPTES_WS_PING_SECONDS", cls.ws_ping_seconds),
             subscriber_queue=_int(env, "PANOPTES_SUBSCRIBER_QUEUE", cls.subscriber_queue),

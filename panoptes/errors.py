@@ -96,6 +96,13 @@ class RequestTimeout(PanoptesError):
     error = "request timeout"
 
 
+class Misdirected(PanoptesError):
+    """A request for a host name this server does not answer for (DNS rebinding)."""
+
+    status = 421
+    error = "misdirected request"
+
+
 class Conflict(PanoptesError):
     status = 409
     error = "conflict"

@@ -155,11 +155,28 @@ async def test_other_sites_cannot_change_anything_even_without_a_token(client: C
     assert (await client.post(f"/api/workflow/{wf_id}/cancel", headers=same)).status_code == 200
 
 
-async def test_allowed_origins_may_change_things(config: Config) -> None:
-    async for client in started(replace(config, allowed_origins=(EVIL,))):
+@pytest.mark.parametrize("allowed", [(EVIL,), ("*",)])
+async def test_allowed_origins_may_read_but_change_things_only_with_the_token(
+    config: Config, allowed: tuple[str, ...]
+) -> None:
+    # PANOPTES_ALLOWED_ORIGINS is for embedding the feed and the API: reading.
+    async for client in started(replace(config, allowed_origins=allowed)):
         wf_id = (await (await client.get("/create_workflow")).get_json())["id"]
         response = await client.post(f"/api/workflow/{wf_id}/cancel", headers={"Origin": EVIL})
-        assert response.status_code == 200
+        assert response.status_code == 403
+        assert await post(client, "/update_workflow_status", wf_id, {"Origin": EVIL}) == 403
+        assert (await client.get("/api/workflows", headers={"Origin": EVIL})).status_code == 200
+    token = "a-token-for-embedders-0123"
+    async for client in started(replace(config, allowed_origins=allowed, token=token)):
+        bearer = {"Authorization": f"Bearer {token}"}
+        wf_id = (await (await client.get("/create_workflow", headers=bearer)).get_json())["id"]
+        cookie_only = {"Origin": EVIL, "Cookie": f"panoptes_token={token}", "X-Requested-With": "x"}
+        refused = await client.post(f"/api/workflow/{wf_id}/cancel", headers=cookie_only)
+        assert refused.status_code == 403  # the browser's own cookie is not enough
+        allowed_call = await client.post(
+            f"/api/workflow/{wf_id}/cancel", headers={"Origin": EVIL, **bearer}
+        )
+        assert allowed_call.status_code == 200
 
 
 async def test_security_headers_forbid_inline_scripts(config: Config) -> None:

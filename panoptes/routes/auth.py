@@ -77,19 +77,25 @@ def _bearer(headers: Any) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
-def _same_origin(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
-    return origin.rstrip("/") in allowed or "*" in allowed or urlsplit(origin).netloc == host
+def _same_origin(origin: str, host: str) -> bool:
+    return urlsplit(origin).netloc == host
+
+
+def _token_sent(config: Config, headers: Any, path_token: str | None) -> bool:
+    if config.token is None:
+        return False
+    return _matches(_bearer(headers), config.token) or _matches(path_token, config.token)
 
 
 def _changes_state(method: str, path: str) -> bool:
     return method not in SAFE_METHODS or path in STATE_CHANGING_GETS
 
 
-def _cross_site(config: Config, headers: Any, host: str) -> bool:
+def _cross_site(headers: Any, host: str) -> bool:
     """A browser on another site sent this (a simple form post or image needs no preflight)."""
     origin = headers.get("origin")
     if origin is not None and origin != "null":
-        return not _same_origin(origin, host, config.allowed_origins)
+        return not _same_origin(origin, host)
     if origin == "null":
         return True
     return headers.get("sec-fetch-site", "") in ("cross-site", "same-site")
@@ -126,7 +132,10 @@ def check(
     `headers` is anything with a case-insensitive `get` of lower-case names (werkzeug's
     Headers, or the dict of the ingest endpoint, which sees the raw ASGI request)."""
     changes = _changes_state(method, path)
-    if changes and _cross_site(config, headers, host):
+    if changes and _cross_site(headers, host) and not _token_sent(config, headers, path_token):
+        # PANOPTES_ALLOWED_ORIGINS opens reading to embedding sites, never changes: a page
+        # of another site may change something only with the token in a header or the
+        # path (a cookie would be the user's browser's own, sent for any page).
         raise cross_site()
     if config.token is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return None
