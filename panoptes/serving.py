@@ -59,7 +59,8 @@ class HypercornSettings:
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
-    hyper = HypercornConfig.from_object(HypercornSettings)  # workers unused: serve() runs here
+    hyper = HypercornConfig.from_object(HypercornSettings)
+    hyper.workers = 1  # serve() runs in this process; any other count only makes it warn
     host = f"[{config.host}]" if ":" in config.host else config.host
     hyper.bind = [f"{host}:{config.port}"]
     hyper.accesslog = None

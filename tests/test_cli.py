@@ -449,3 +449,10 @@ def test_warns_when_serving_the_network_without_a_token(tmp_path: Path) -> None:
     local.stop()
     assert "without a token" not in locked.log()
     assert "without a token" not in local.log()
+
+
+def test_the_server_starts_and_stops_without_a_warning(tmp_path: Path) -> None:
+    server = LiveServer(db=tmp_path / "quiet.db").start()
+    assert server.stop() == 0
+    log = server.log()
+    assert "panoptes" in log and "Warning" not in log and "WARNING" not in log, log
