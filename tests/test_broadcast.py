@@ -688,12 +688,20 @@ async def _subscribe_on_both_workers(
     """Feed subscribers until both workers hold some (the kernel picks who accepts)."""
     sockets: list[ClientConnection] = []
     by_worker: dict[int, int] = {}
-    while len(by_worker) < 2 or len(sockets) < at_least:
-        assert len(sockets) < 40, f"every subscriber landed on one worker: {by_worker}"
-        ws = await connect(f"ws://127.0.0.1:{port}/ws/workflow/{workflow_id}")
-        sockets.append(ws)
-        owner = await _owner(ws.local_address[1], port, workers)
-        by_worker[owner] = by_worker.get(owner, 0) + 1
+    url = f"ws://127.0.0.1:{port}/ws/workflow/{workflow_id}"
+    try:
+        while len(by_worker) < 2 or len(sockets) < at_least:
+            assert len(sockets) < 80, f"every subscriber landed on one worker: {by_worker}"
+            # A few at once: one by one, the worker that just accepted tends to win the
+            # next one too, and then the other may not get one for dozens of connections.
+            batch = await asyncio.gather(*(connect(url) for _ in range(4)))
+            sockets += batch
+            for ws in batch:
+                owner = await _owner(ws.local_address[1], port, workers)
+                by_worker[owner] = by_worker.get(owner, 0) + 1
+    except BaseException:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        raise
     return sockets
 
 
