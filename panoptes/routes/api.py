@@ -163,7 +163,6 @@ async def rename_workflow(workflow_id: int) -> Response:
     if not name:
         raise BadRequest("'name' must not be empty")
     no_nul(name, "'name'")
-
     return json_response({"workflow": _changed(await service().rename(workflow_id, name))})
 
 

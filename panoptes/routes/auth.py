@@ -203,6 +203,15 @@ def security_headers(config: Config) -> dict[str, str]:
     }
 
 
+def raw_json_headers(config: Config) -> list[tuple[bytes, bytes]]:
+    """The headers of a JSON answer sent without Quart (the fast ingest endpoint, the host
+    check), as ASGI wants them: the same as the app's own answers carry."""
+    return [
+        (b"content-type", b"application/json"),
+        *((k.lower().encode(), v.encode()) for k, v in security_headers(config).items()),
+    ]
+
+
 def _allow_reading_from_embedding_sites(config: Config, headers: Any) -> None:
     """Pages on PANOPTES_ALLOWED_ORIGINS may read the API and load the static files (CORS).
     Only reads: nothing here answers a preflight, so no other site can change anything."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import Misdirected, render
-from .auth import security_headers
+from .auth import raw_json_headers
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,7 @@ class HostCheck:
     def __init__(self, app: Any, config: Config) -> None:
         self.app = app
         self.names = accepted_names(config)
-        self.headers = [
-            (b"content-type", b"application/json"),
-            *((k.lower().encode(), v.encode()) for k, v in security_headers(config).items()),
-        ]
+        self.headers = raw_json_headers(config)
         shown = (
             "any"
             if self.names is None

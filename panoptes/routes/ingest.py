@@ -47,10 +47,7 @@ class IngestEndpoint:
         self.quart = quart
         self.config = config
         self.max_body = config.max_body_bytes
-        self.headers = [
-            (b"content-type", b"application/json"),
-            *((k.lower().encode(), v.encode()) for k, v in auth.security_headers(config).items()),
-        ]
+        self.headers = auth.raw_json_headers(config)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != INGEST_PATH:
@@ -97,14 +94,14 @@ class IngestEndpoint:
         except PanoptesError as exc:
             return render(exc)
         try:
-            try:
-                raw = await self._body(receive, headers)
-                mimetype = headers.get("content-type", "").partition(";")[0].strip().lower()
-                fields = decode_fields(raw, mimetype, required=True)
-            except PanoptesError as exc:
-                refused(running, client, exc)
-                raise
-            answer = await ingest_fields(running, fields, client)
+            raw = await self._body(receive, headers)
+            mimetype = headers.get("content-type", "").partition(";")[0].strip().lower()
+            fields = decode_fields(raw, mimetype, required=True)
+        except PanoptesError as exc:
+            refused(running, client, exc)
+            return render(exc)
+        try:
+            answer = await ingest_fields(running, fields, client)  # counts its refusals
         except PanoptesError as exc:
             return render(exc)
         return 200, orjson.dumps(answer), {}
