@@ -198,19 +198,20 @@ class Service:
     async def rename(self, workflow_id: int, name: str) -> Workflow:
         """Rename; but Snakemake 8 renames its run to the name it registered with right
         after registering, and that call gets the workflow as it is when registering
-        already settled the name: cut to MAX_NAME_CHARS, or suffixed because a live run
-        had it. Never a refusal, which would abort the client's run."""
+        already settled the name: cut to MAX_NAME_CHARS, suffixed because a live run had
+        it, or both. Never a refusal, which would abort the client's run."""
         asked = name[:MAX_NAME_CHARS]
 
         def op(tx: Tx) -> Workflow:
             wf = self._existing(tx, workflow_id)
-            if wf.name == name or (wf.name == asked and len(name) > MAX_NAME_CHARS):
+            registered_as_asked = wf.name == asked or runs.is_suffixed(wf.name, asked)
+            if wf.name == name or (len(name) > MAX_NAME_CHARS and registered_as_asked):
                 return wf
             if len(name) > MAX_NAME_CHARS:
                 raise BadRequest(f"'name' must be at most {MAX_NAME_CHARS} characters")
             taken = tx.workflow_named(name)
             if taken is not None:
-                if runs.is_suffixed(wf.name, asked):
+                if registered_as_asked:  # asked == name here
                     return wf
                 raise Conflict(f"another workflow (id {taken.id}) is already named {name!r}")
             wf.name = name

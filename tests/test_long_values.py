@@ -63,3 +63,15 @@ async def test_too_long_workflow_names_are_cut_at_registration_and_refused_by_th
     assert "at most 200" in (await renamed.get_json())["detail"]
     listed = (await (await client.get("/api/workflows")).get_json())["workflows"]
     assert sorted(wf["name"] for wf in listed) == sorted([workflow["name"], too_long[:200]])
+
+
+async def test_snakemake_8s_rename_to_a_long_name_a_live_run_holds_gets_200(
+    client: Client,
+) -> None:
+    too_long = secrets.token_hex(100) + "y"
+    live = await create_workflow(client, workflow_id=too_long)  # cut, and still running
+    second = await create_workflow(client, workflow_id=too_long)
+    assert second["name"].startswith(too_long[:200] + "-") and second["id"] != live["id"]
+    same = await client.put(f"/api/workflow/{second['id']}", json={"name": too_long})
+    assert same.status_code == 200
+    assert (await same.get_json())["workflow"]["name"] == second["name"]
