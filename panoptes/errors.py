@@ -62,6 +62,13 @@ class UnknownWorkflow(InvalidMessage):
         super().__init__(f"no workflow with id {workflow_id}; register with /create_workflow")
 
 
+class TooMany(InvalidMessage):
+    """A message listing more items than one message may (bounded work per message)."""
+
+    status = 413
+    error = "message too large"
+
+
 class Unauthorized(PanoptesError):
     status = 401
     error = "unauthorized"

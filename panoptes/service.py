@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from contextlib import suppress
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -100,11 +101,17 @@ class Service:
         return await self.writer.submit(op)
 
     async def ingest(self, message: ingest.Message) -> bool:
-        workflow_id = message.workflow_id
-        rows = Preload(
-            workflows=(workflow_id,), jobs=tuple((workflow_id, j) for j in message.jobids())
-        )
-        return await self.writer.submit(lambda tx: machine.apply_message(tx, message), rows)
+        """Store a message; whether it was new. One listing many jobs is stored in shares,
+        each in a write turn of its own, so no message holds the writer for long."""
+        stored = False
+        for share in message.shares():
+            workflow_id = share.workflow_id
+            jobs = share.jobids()
+            rows = Preload(workflows=(workflow_id,), jobs=tuple((workflow_id, j) for j in jobs))
+            stored |= await self.writer.submit(
+                partial(machine.apply_message, message=share), rows, weight=1 + len(jobs)
+            )
+        return stored
 
     # ---- stale runs
 

@@ -26,6 +26,7 @@ from panoptes.errors import InvalidMessage
 from panoptes.models import Event, Workflow
 from panoptes.service import Service
 from panoptes.store import Changes, Tx
+from panoptes.store.writer import MAX_BATCH_WEIGHT
 
 from .conftest import CAPTURES, create_workflow, subscribed
 from .test_captures import state
@@ -461,3 +462,21 @@ async def test_a_writer_waits_for_the_file_turn_and_takes_it_when_released(
     finally:
         os.close(other)
         await panoptes.stop()
+
+
+async def test_a_batch_holds_at_most_so_much_work(app: Quart) -> None:
+    """Operations queued together are batched only up to MAX_BATCH_WEIGHT rows of work, so
+    no batch, and no wait behind one, grows with what the queue holds."""
+    batches: list[Changes] = []
+
+    def note(tx: Tx) -> None:
+        batches.append(tx.batch)
+
+    writer = service(app).writer
+    weight = MAX_BATCH_WEIGHT // 4
+    await asyncio.gather(*(writer.submit(note, weight=weight) for _ in range(12)))
+    sizes = [
+        sum(1 for b in batches if b is batch) for batch in {id(b): b for b in batches}.values()
+    ]
+    assert sum(sizes) == 12
+    assert max(sizes) == 4  # 4 x weight reaches the bound: the fifth waits for the next

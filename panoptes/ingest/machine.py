@@ -27,14 +27,8 @@ from ..status import (
     job_move,
     workflow_move,
 )
-from .wire import (
-    Level,
-    Message,
-    names_a_job_failure,
-    parse_job_stats,
-    says_the_run_failed,
-    started_jobs,
-)
+from . import wire
+from .wire import Level, Message
 
 W = WorkflowStatus
 J = JobStatus
@@ -239,7 +233,7 @@ def _retry(store: Store, wf: Workflow, job: JobRow, before: str, at: datetime) -
 
 
 def on_job_started(store: Store, wf: Workflow, message: Message) -> None:
-    for jobid in started_jobs(message.body):
+    for jobid in wire.started_jobs(message.body):
         _start_job(store, wf, jobid, message.at)
 
 
@@ -316,9 +310,9 @@ def on_job_error(store: Store, wf: Workflow, message: Message) -> None:
 
 
 def _ends_the_run(store: Store, wf: Workflow, text: str) -> bool:
-    if says_the_run_failed(text):
+    if wire.says_the_run_failed(text):
         return True
-    if names_a_job_failure(text):
+    if wire.names_a_job_failure(text):
         return False
     # An error nobody can place: while jobs still run it is taken for theirs (a job_error
     # may follow); the run's own end comes with one of _RUN_ERRORS.
@@ -353,15 +347,16 @@ def on_progress(store: Store, wf: Workflow, message: Message) -> None:
 
 def on_run_info(store: Store, wf: Workflow, message: Message) -> None:
     """Snakemake 7/8's plan: the "Job stats" table, jobs per rule and in all."""
-    plan = parse_job_stats(message.body.get("msg"))
+    plan = wire.parse_job_stats(message.body.get("msg"))
     if plan is None:
         return
     rules, total = plan
-    wf.plan = rules
     if not wf.jobs_total:
         wf.jobs_total = total
     store.changed_workflow(wf)
-    store.changed_rules(wf.id, list(rules))
+    if rules:  # none from a table too long to plan by (wire.MAX_PLANNED_RULES)
+        wf.plan = rules
+        store.changed_rules(wf.id, list(rules))
 
 
 def on_shellcmd(store: Store, wf: Workflow, message: Message) -> None:

@@ -16,14 +16,14 @@ import math
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import orjson
 
-from ..errors import InvalidMessage, UnknownWorkflow
+from ..errors import InvalidMessage, TooMany, UnknownWorkflow
 from ..models import MAX_BIGINT, MAX_INT, utcnow
 
 # Workflow names are unique, and a unique index cannot hold arbitrarily long keys
@@ -32,6 +32,17 @@ MAX_NAME_CHARS = 200
 # Snakemake's messages are a few levels deep; far deeper ones could not even be written back
 # out as JSON (orjson stops at 255 levels, and stored values travel inside envelopes).
 MAX_DEPTH = 64
+# The most jobs one job_started may list (the plugin lists those started in one scheduling
+# round, at most --jobs); every job costs a row and an event, so this bounds the work, the
+# memory and the time one message can take. Only the Snakemake 9 plugin sends job_started,
+# and it drops a refused message with a warning: the run goes on.
+MAX_JOBS_PER_MESSAGE = 10_000
+# A message's jobs are stored this many at a time, each share in its own write turn, so
+# other clients' messages are stored in between (and answered within a second).
+JOBS_PER_TURN = 500
+# The most rules a plan ("Job stats") is recorded for: each is a rule count to send. A
+# larger table (no real workflow has one) is kept as the run's total only.
+MAX_PLANNED_RULES = 2_000
 
 
 class Level(StrEnum):
@@ -65,6 +76,19 @@ class Message:
         """Whether the client stamps its messages (Snakemake 7/8; the 9 plugin does not)."""
         return self.digest is not None
 
+    def shares(self) -> list[Message]:
+        """The message as stored, in turns: a job_started listing many jobs becomes
+        several, of at most JOBS_PER_TURN jobs each; any other message stays one."""
+        if self.level != Level.JOB_STARTED:
+            return [self]
+        jobs = started_jobs(self.body)
+        if len(jobs) <= JOBS_PER_TURN:
+            return [self]
+        return [
+            replace(self, body={**self.body, "jobs": jobs[start : start + JOBS_PER_TURN]})
+            for start in range(0, len(jobs), JOBS_PER_TURN)
+        ]
+
     def jobids(self) -> list[int]:
         """The jobs the message is about (for the writer to load them at once)."""
         if self.level == Level.JOB_STARTED:
@@ -88,7 +112,8 @@ def parse_job_stats(text: Any) -> tuple[dict[str, int], int] | None:
     -------  -------
     align          6
     total          7
-    """
+
+    The rules are {} when there are more than MAX_PLANNED_RULES."""
     if not isinstance(text, str) or "Job stats" not in text:
         return None
     rules: dict[str, int] = {}
@@ -104,6 +129,9 @@ def parse_job_stats(text: Any) -> tuple[dict[str, int], int] | None:
             rules[name] = count
     if not rules:
         return None
+    if len(rules) > MAX_PLANNED_RULES:
+        total = total if total is not None else sum(rules.values())
+        rules = {}
     return rules, total if total is not None and _fits(total) else sum(rules.values())
 
 
@@ -288,6 +316,11 @@ def _check_job_info(body: dict[str, Any]) -> None:
 def _check_job_started(body: dict[str, Any]) -> None:
     jobs = body.get("jobs")
     items = jobs if isinstance(jobs, list) else [jobs]
+    if len(items) > MAX_JOBS_PER_MESSAGE:
+        raise TooMany(
+            f"'jobs' lists {len(items):,} job ids; one message may list at most "
+            f"{MAX_JOBS_PER_MESSAGE:,}"
+        )
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int) or not _fits(item):
             raise InvalidMessage(f"'jobs' must be a list of integer job ids, got {jobs!r}")

@@ -29,6 +29,11 @@ from .tx import Changes, Refusal, Tx, announce
 
 log = logging.getLogger(__name__)
 
+# How much work one batch may hold, in rows (a message weighs one, and one more per job it
+# lists): with the batch size, what keeps a batch, and so the wait of every message
+# queued behind it, short.
+MAX_BATCH_WEIGHT = 1_000
+
 T = TypeVar("T")
 
 Operation = Callable[[Tx], Any]
@@ -49,6 +54,7 @@ class _Pending:
     operation: Operation
     future: asyncio.Future[Any]
     preload: Preload | None = None
+    weight: int = 1
 
 
 class Writer:
@@ -111,15 +117,18 @@ class Writer:
         if self._turn is not None:
             self._turn.close()
 
-    async def submit(self, operation: Callable[[Tx], T], preload: Preload | None = None) -> T:
+    async def submit(
+        self, operation: Callable[[Tx], T], preload: Preload | None = None, weight: int = 1
+    ) -> T:
         """Run `operation` in a write transaction; its result once that has committed.
 
         The operation runs synchronously, maybe in the writer's thread, together with the
-        other operations of its batch: it may only use the Tx it is given."""
+        other operations of its batch: it may only use the Tx it is given. `weight` is
+        about how many rows it writes (see MAX_BATCH_WEIGHT)."""
         if self._task is None or self._task.done():
             raise RuntimeError("the writer is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(operation, future, preload))
+        await self._queue.put(_Pending(operation, future, preload, weight))
         return await future
 
     async def _run(self) -> None:
@@ -127,16 +136,23 @@ class Writer:
         while not stopping:
             first = await self._queue.get()
             batch: list[_Pending] = []
+            weight = 0
             if first is None:
                 stopping = True
             else:
                 batch.append(first)
-            while len(batch) < self._batch_size and not self._queue.empty():
+                weight = first.weight
+            while (
+                len(batch) < self._batch_size
+                and weight < MAX_BATCH_WEIGHT
+                and not self._queue.empty()
+            ):
                 item = self._queue.get_nowait()
                 if item is None:
                     stopping = True
                     continue
                 batch.append(item)
+                weight += item.weight
             if batch:
                 await self._commit_batch(batch)
 

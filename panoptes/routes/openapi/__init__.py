@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import __version__
-from ...ingest.wire import MAX_NAME_CHARS
+from ...ingest.wire import MAX_JOBS_PER_MESSAGE, MAX_NAME_CHARS
 from ...models import MAX_BIGINT, MAX_INT
 from ...status import JobStatus, WorkflowStatus
 from .schemas import COUNT, TEXT, Schema, obj, ref, schemas
@@ -327,7 +327,10 @@ def _client_paths() -> dict[str, Schema]:
                     "400": _error("the message is malformed; nothing was stored"),
                     "401": UNAUTHORIZED,
                     "403": CROSS_SITE,
-                    "413": TOO_LARGE,
+                    "413": _error(
+                        "the body is larger than PANOPTES_MAX_BODY_BYTES, or a job_started "
+                        f"lists more than {MAX_JOBS_PER_MESSAGE:,} jobs"
+                    ),
                     "415": MEDIA_TYPE,
                     "422": _error("no workflow has that id: call /create_workflow first"),
                 },
