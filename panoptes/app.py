@@ -8,7 +8,15 @@ from quart import Quart, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from .config import Config
-from .errors import MethodNotAllowed, PanoptesError, TooLarge, Unavailable, crash_detail
+from .db import database_failed
+from .errors import (
+    DatabaseUnavailable,
+    MethodNotAllowed,
+    PanoptesError,
+    TooLarge,
+    Unavailable,
+    crash_detail,
+)
 from .routes import api, auth, feed, hosts, ingest, metrics, pages, wms
 from .routes.html import render_page
 from .routes.respond import error_response
@@ -103,6 +111,9 @@ def _register_errors(app: Quart) -> None:
             return error_response(
                 PanoptesError(type(exc).__name__, status=500, error="internal error")
             )
+        if database_failed(exc):  # a known outage, not a bug: no traceback
+            log.error("the database failed %s %s: %r", request.method, request.path, exc)
+            return await _error(DatabaseUnavailable(f"failed ({type(exc).__name__})"))
         log.exception("unhandled error on %s %s", request.method, request.path)
         detail = crash_detail(exc)
         # Snakemake 7/8 abort the user's run on a 500 from the paths they call, and

@@ -107,6 +107,9 @@ class Config:
     max_body_bytes: int = 4 * 1024 * 1024
     # How many client messages one database transaction may commit together.
     write_batch_size: int = 256
+    # Seconds any database operation may take (connecting, a statement, a write waiting
+    # for its commit) before the request gets 503 and service-info says "unavailable".
+    db_timeout: float = 5.0
     # Origins (scheme://host:port) whose pages may open the websocket feed, besides the
     # server's own; "*" allows any. Clients that send no Origin (scripts) are always let in.
     allowed_origins: tuple[str, ...] = ()
@@ -139,6 +142,8 @@ class Config:
 
     def __post_init__(self) -> None:
         broadcast_scheme(self.broadcast_url)  # an unknown backend stops the server at startup
+        if not self.db_timeout > 0:
+            raise ConfigError(f"PANOPTES_DB_TIMEOUT must be above 0 s, got {self.db_timeout}")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Config:
@@ -164,6 +169,7 @@ class Config:
             max_feed_per_client=_int(env, "PANOPTES_MAX_FEED_PER_CLIENT", cls.max_feed_per_client),
             ws_compression=_bool(env, "PANOPTES_WS_COMPRESSION", cls.ws_compression),
             write_batch_size=max(1, _int(env, "PANOPTES_WRITE_BATCH_SIZE", cls.write_batch_size)),
+            db_timeout=_float(env, "PANOPTES_DB_TIMEOUT", cls.db_timeout),
             broadcast_url=env.get("PANOPTES_BROADCAST_URL", "").strip() or cls.broadcast_url,
             retention_days=_float(env, "PANOPTES_RETENTION_DAYS", cls.retention_days),
             auto_migrate=_bool(env, "PANOPTES_AUTO_MIGRATE", cls.auto_migrate),

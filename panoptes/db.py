@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy import create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL: readers never block the writer. synchronous=NORMAL in WAL mode keeps every
-    # committed transaction across a crash or kill -9 of the server process.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+def _sqlite_pragmas(timeout: float) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL: readers never block the writer. synchronous=NORMAL in WAL mode keeps every
+        # committed transaction across a crash or kill -9 of the server process.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # How long a statement waits for another process's write lock.
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        cursor.close()
+
+    return on_connect
 
 
 def json_dumps(value: Any) -> str:
@@ -41,7 +47,18 @@ def json_loads(text: str | bytes) -> Any:
 
 
 JSON_OPTIONS: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
-SQLITE_TIMEOUT_SECONDS = 10
+# Seconds a database operation may take, unless the server's PANOPTES_DB_TIMEOUT says.
+DEFAULT_TIMEOUT = 5.0
+
+
+def database_failed(exc: BaseException) -> bool:
+    """Whether an error says the database could not be reached or did not answer in time
+    (as opposed to a fault of one operation): then no operation of the batch can succeed."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError
+    ) or (isinstance(exc, OSError | TimeoutError))
 
 
 def sqlite_file(url: URL) -> Path | None:
@@ -54,28 +71,42 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, timeout: float = DEFAULT_TIMEOUT) -> AsyncEngine:
+    """The server's engine. Every operation on it is bounded by `timeout` seconds: a database
+    that hangs costs an error in that time, never a wait without end."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(
-            url, connect_args={"timeout": SQLITE_TIMEOUT_SECONDS}, **JSON_OPTIONS
-        )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        engine = create_async_engine(url, connect_args={"timeout": timeout}, **JSON_OPTIONS)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(timeout))
         return engine
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql+asyncpg"):
+        connect_args = {
+            "timeout": timeout,  # connecting
+            "command_timeout": timeout,  # each statement, measured here
+            # ... and on the server, so a stuck statement does not go on after we gave up.
+            "server_settings": {"statement_timeout": str(int(timeout * 1000))},
+        }
     return create_async_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, **JSON_OPTIONS
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=timeout,  # waiting for a free connection
+        connect_args=connect_args,
+        **JSON_OPTIONS,
     )
 
 
-def make_sync_sqlite_engine(url: URL) -> Engine:
+def make_sync_sqlite_engine(url: URL, timeout: float = DEFAULT_TIMEOUT) -> Engine:
     """A plain (sqlite3) engine on the same SQLite file as the app's async engine, for the
     writer's own thread (writer.py); same settings, same JSON encoding."""
     engine = create_engine(
         url.set(drivername="sqlite+pysqlite"),
         # Made in the writer's thread, disposed of from the event loop's at shutdown.
-        connect_args={"timeout": SQLITE_TIMEOUT_SECONDS, "check_same_thread": False},
+        connect_args={"timeout": timeout, "check_same_thread": False},
         **JSON_OPTIONS,
     )
-    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", _sqlite_pragmas(timeout))
     return engine
 
 

@@ -140,6 +140,15 @@ class Unavailable(PanoptesError):
     error = "service unavailable"
 
 
+class DatabaseUnavailable(Unavailable):
+    """The database failed, or did not answer within PANOPTES_DB_TIMEOUT."""
+
+    error = "database unavailable"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the database {what}; try again later")
+
+
 def too_large(limit: int) -> str:
     return f"the request body is larger than {limit} bytes"
 

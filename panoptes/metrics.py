@@ -61,7 +61,7 @@ class Metrics:
         # looked up again for every message.
         self.outcomes = {
             outcome: self.events.labels(outcome=outcome)
-            for outcome in ("stored", "duplicate", "refused")
+            for outcome in ("stored", "duplicate", "refused", "unavailable")
         }
         self.ingest_seconds = Histogram(
             "panoptes_ingest_seconds",

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from . import ingest
 from .config import Config
 from .db import make_engine, make_sessionmaker
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound, PanoptesError
 from .hub import Hub, backend_for
 from .ingest import machine, runs
 from .ingest.wire import MAX_NAME_CHARS
@@ -45,10 +45,14 @@ PRUNE_BATCH = 200
 PRUNABLE = frozenset({*FINISHED, W.STALE})
 
 
+def _nothing(tx: Tx) -> None:
+    """An empty write: whether the write path works."""
+
+
 class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.engine = make_engine(config.db_url)
+        self.engine = make_engine(config.db_url, config.db_timeout)
         self.sessions = make_sessionmaker(self.engine)
         self.hub = Hub(
             backend_for(config.broadcast_url, config.db_url),
@@ -60,7 +64,11 @@ class Service:
         # Open feed connections per client address, for PANOPTES_MAX_FEED_PER_CLIENT.
         self.feed_clients: Counter[str] = Counter()
         self.writer = Writer(
-            self.engine, self.hub.publish, config.write_batch_size, self.metrics.count_refused
+            self.engine,
+            self.hub.publish,
+            config.write_batch_size,
+            self.metrics.count_refused,
+            timeout=config.db_timeout,
         )
         self._last_prune = 0.0
         self._sweeper: asyncio.Task[None] | None = None
@@ -143,14 +151,26 @@ class Service:
     # ---- health
 
     async def database_status(self) -> dict[str, Any]:
-        """Whether the database answers, and how: for /api/service-info and health checks."""
+        """Whether the database answers, and how: for /api/service-info and health checks.
+        When writes have failed or hang, whether one goes through now (an empty one)."""
         started = time.perf_counter()
         try:
-            async with self.sessions() as session:
-                await session.execute(select(1))
+            async with asyncio.timeout(self.config.db_timeout):
+                async with self.sessions() as session:
+                    await session.execute(select(1))
+            if self.writer.failing or self.writer.stalled_for() is not None:
+                await self.writer.submit(_nothing)
         except Exception as exc:  # any failure to reach it is the answer
-            log.warning("the database health check failed: %s", exc)
-            return {"ok": False, "backend": self.engine.dialect.name, "error": type(exc).__name__}
+            detail = exc.detail if isinstance(exc, PanoptesError) else str(exc)
+            if isinstance(exc, TimeoutError):
+                detail = f"no answer within {self.config.db_timeout:g} s"
+            log.warning("the database health check failed: %s", detail)
+            return {
+                "ok": False,
+                "backend": self.engine.dialect.name,
+                "error": type(exc).__name__,
+                "detail": detail,
+            }
         return {
             "ok": True,
             "backend": self.engine.dialect.name,

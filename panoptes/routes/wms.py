@@ -14,7 +14,7 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from ..errors import PanoptesError
+from ..errors import PanoptesError, Unavailable
 from ..ingest import wire
 from ..models import MAX_BIGINT
 from ..service import Service
@@ -88,6 +88,10 @@ async def ingest_fields(running: Service, fields: dict[str, Any], client: str) -
     The one way in for messages, for this route and the fast endpoint alike."""
     try:
         stored = await running.ingest(wire.parse_message(fields))
+    except Unavailable as exc:  # the database failed or hangs: not the message's fault
+        log.warning("could not store a message from %s: %s", client, exc)
+        running.metrics.outcomes["unavailable"].inc()
+        raise
     except PanoptesError as exc:  # a malformed message, an unknown workflow
         refused(running, client, exc)
         raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db import make_sync_sqlite_engine, sqlite_file
-from ..errors import PanoptesError
+from ..db import database_failed, make_sync_sqlite_engine, sqlite_file
+from ..errors import DatabaseUnavailable, PanoptesError
 from ..models import Event
 from .sql import FileTurn, Preload, SQLiteWriteSession, preload, take_turn
 from .tx import Changes, Refusal, Tx, announce
@@ -64,7 +65,12 @@ class Writer:
     connection: one hand-off between the event loop and that thread per batch. (Through
     aiosqlite every statement costs about four, each a wake-up of the loop; they were most
     of a batch's cost.) Elsewhere (PostgreSQL, SQLite in memory) the same code runs through
-    AsyncSession.run_sync on the app's async engine."""
+    AsyncSession.run_sync on the app's async engine.
+
+    The watchdog: a submitter waits at most `timeout` seconds for its commit, then gets
+    Unavailable (503) and its operation is dropped unless it has begun; while a batch has
+    been running longer than that, the database is taken for hung and new submissions are
+    refused at once rather than queued behind it."""
 
     def __init__(
         self,
@@ -72,10 +78,16 @@ class Writer:
         publish: Publisher,
         batch_size: int = 256,
         on_refused: RefusalCounter | None = None,
+        timeout: float = 5.0,
     ) -> None:
         self._publish = publish
         self._batch_size = batch_size
         self._on_refused = on_refused
+        self.timeout = timeout
+        # When the batch in flight began (time.monotonic), if one is.
+        self._busy_since: float | None = None
+        # Why the database failed the last write, until a write succeeds again.
+        self.failing: str | None = None
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         sqlite = engine.dialect.name == "sqlite"
@@ -88,7 +100,7 @@ class Writer:
         self._sync_engine: Engine | None = None
         self._turn: FileTurn | None = None
         if database is not None:
-            self._sync_engine = make_sync_sqlite_engine(engine.url)
+            self._sync_engine = make_sync_sqlite_engine(engine.url, timeout)
             self._sync_sessions = sessionmaker(
                 self._sync_engine,
                 class_=SQLiteWriteSession,
@@ -127,9 +139,27 @@ class Writer:
         about how many rows it writes (see MAX_BATCH_WEIGHT)."""
         if self._task is None or self._task.done():
             raise RuntimeError("the writer is not running")
+        stalled = self.stalled_for()
+        if stalled is not None:
+            raise DatabaseUnavailable(f"has not finished a write for {stalled:.0f} s")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(operation, future, preload, weight))
-        return await future
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            # Not yet begun: it never will (the writer skips what is done). Begun: it may
+            # still commit, as a message a client sends again would be stored twice.
+            future.cancel()
+            raise DatabaseUnavailable(f"did not answer within {self.timeout:g} s") from None
+
+    def stalled_for(self) -> float | None:
+        """How long the batch in flight has run, if longer than the time limit."""
+        since = self._busy_since
+        if since is None:
+            return None
+        running = time.monotonic() - since
+        return running if running > self.timeout else None
 
     async def _run(self) -> None:
         stopping = False
@@ -153,13 +183,27 @@ class Writer:
                     continue
                 batch.append(item)
                 weight += item.weight
+            batch = [pending for pending in batch if not pending.future.done()]  # given up
             if batch:
-                await self._commit_batch(batch)
+                self._busy_since = time.monotonic()
+                try:
+                    await self._commit_batch(batch)
+                finally:
+                    self._busy_since = None
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
             outcome = await self._run_in_transaction(batch)
-        except Exception:
+        except Exception as exc:
+            if database_failed(exc):
+                # Alone, each would only fail the same way, each after its own wait.
+                log.error("the database failed a write batch of %d: %r", len(batch), exc)
+                self.failing = f"the last write failed: {type(exc).__name__}"
+                for pending in batch:
+                    if not pending.future.done():
+                        failed = DatabaseUnavailable(f"failed ({type(exc).__name__})")
+                        pending.future.set_exception(failed)
+                return
             # Something unexpected failed: nothing of the batch was kept. Run each
             # operation alone so one bad message cannot cost the others.
             log.exception("a write batch of %d failed; retrying one by one", len(batch))
@@ -193,6 +237,7 @@ class Writer:
             return _transaction(session, batch)
 
     async def _finish(self, batch: list[_Pending], outcome: _Outcome) -> None:
+        self.failing = None
         for pending, (ok, value) in zip(batch, outcome.results, strict=True):
             if pending.future.done():
                 continue
