@@ -124,6 +124,9 @@ class Config:
     ws_compression: bool = False
     # Feed connections one client address may hold open at once; 0: no limit.
     max_feed_per_client: int = 100
+    # Feed connections this process holds open at once, from all addresses; 0: no limit.
+    # Each costs about 50 KiB and a share of every event's fan-out.
+    max_feed: int = 2000
     # Where live events cross processes: memory:// (one process), redis://host:port/n,
     # or postgresql://... (LISTEN/NOTIFY).
     broadcast_url: str = "memory://"
@@ -135,6 +138,9 @@ class Config:
     token: str | None = field(default=None, repr=False)
     # With a token set, whether pages, API reads and the feed stay open to everyone.
     public_read: bool = True
+    # With a token set, the feed needs it even when reading is public (PANOPTES_PUBLIC_READ):
+    # pages and the API stay open, live updates go only to those who have the token.
+    private_feed: bool = False
     # Who may show the pages in a frame (CSP frame-ancestors), e.g. "'self' https://lab.org".
     frame_ancestors: str = "'self'"
     # Serve on uvloop's event loop when it is installed (the `panoptes` command only).
@@ -142,6 +148,8 @@ class Config:
 
     def __post_init__(self) -> None:
         broadcast_scheme(self.broadcast_url)  # an unknown backend stops the server at startup
+        if self.private_feed and self.token is None:
+            raise ConfigError("PANOPTES_PRIVATE_FEED needs PANOPTES_TOKEN (or _FILE) set")
         if not self.db_timeout > 0:
             raise ConfigError(f"PANOPTES_DB_TIMEOUT must be above 0 s, got {self.db_timeout}")
 
@@ -167,6 +175,7 @@ class Config:
             ws_ping_seconds=_float(env, "PANOPTES_WS_PING_SECONDS", cls.ws_ping_seconds),
             subscriber_queue=_int(env, "PANOPTES_SUBSCRIBER_QUEUE", cls.subscriber_queue),
             max_feed_per_client=_int(env, "PANOPTES_MAX_FEED_PER_CLIENT", cls.max_feed_per_client),
+            max_feed=_int(env, "PANOPTES_MAX_FEED", cls.max_feed),
             ws_compression=_bool(env, "PANOPTES_WS_COMPRESSION", cls.ws_compression),
             write_batch_size=max(1, _int(env, "PANOPTES_WRITE_BATCH_SIZE", cls.write_batch_size)),
             db_timeout=_float(env, "PANOPTES_DB_TIMEOUT", cls.db_timeout),
@@ -175,6 +184,7 @@ class Config:
             auto_migrate=_bool(env, "PANOPTES_AUTO_MIGRATE", cls.auto_migrate),
             token=_token(env),
             public_read=_bool(env, "PANOPTES_PUBLIC_READ", cls.public_read),
+            private_feed=_bool(env, "PANOPTES_PRIVATE_FEED", cls.private_feed),
             frame_ancestors=env.get("PANOPTES_FRAME_ANCESTORS", "").strip() or cls.frame_ancestors,
             uvloop=_bool(env, "PANOPTES_UVLOOP", cls.uvloop),
         )

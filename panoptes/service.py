@@ -69,6 +69,7 @@ class Service:
             config.write_batch_size,
             self.metrics.count_refused,
             timeout=config.db_timeout,
+            on_busy=self.hub.turns.writing,
         )
         self._last_prune = 0.0
         self._sweeper: asyncio.Task[None] | None = None

@@ -32,6 +32,7 @@ import orjson
 
 from ..status import is_workflow_level
 from .backends import BACKOFF_FIRST, BACKOFF_MAX, Backend, MemoryBackend
+from .turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,12 @@ class Subscription:
     """One subscriber's bounded queue of feed items. It knows nothing of the hub: the hub's
     `subscribe` context adds it and takes it away again."""
 
-    def __init__(self, workflow_id: int | None, queue_size: int) -> None:
+    def __init__(
+        self, workflow_id: int | None, queue_size: int, turns: Turns | None = None
+    ) -> None:
         self.workflow_id = workflow_id
         self._queue: asyncio.Queue[FeedItem] = asyncio.Queue(queue_size)
+        self._turns = turns or Turns()
         self.lagged = 0
 
     def offer(self, item: FeedItem) -> None:
@@ -87,6 +91,24 @@ class Subscription:
 
     async def get(self) -> FeedItem:
         return await self._queue.get()
+
+    async def next(self, timeout: float) -> FeedItem | None:  # noqa: ASYNC109
+        """The next item once it is this subscriber's turn to send it (turns.py); None if
+        nothing came within `timeout` seconds."""
+        if self._queue.empty():
+            try:
+                async with asyncio.timeout(timeout):  # no task per item, as wait_for makes
+                    item = await self._queue.get()
+            except TimeoutError:
+                return None
+        else:
+            item = self._queue.get_nowait()
+        await self._turns.take()
+        return item
+
+    async def take_turn(self) -> None:
+        """Wait for a turn to send something not from the queue (a replay)."""
+        await self._turns.take()
 
     def __aiter__(self) -> AsyncIterator[FeedItem]:
         return self._iterate()
@@ -116,6 +138,7 @@ class Hub:
         if self.backend.crosses_processes and events is None:
             raise ValueError(f"the {self.backend.name} backend needs the events table to read")
         self.queue_size = queue_size
+        self.turns = Turns()  # one pace for all of this process's subscribers
         self._events = events
         self._everything: set[Subscription] = set()
         self._by_workflow: dict[int, set[Subscription]] = {}
@@ -183,7 +206,7 @@ class Hub:
     @contextmanager
     def subscribe(self, workflow_id: int | None = None) -> Iterator[Subscription]:
         """Receive every workflow-level event (None) or all of one workflow's, while inside."""
-        subscription = Subscription(workflow_id, self.queue_size)
+        subscription = Subscription(workflow_id, self.queue_size, self.turns)
         if workflow_id is None:
             self._everything.add(subscription)
         else:

@@ -1,7 +1,8 @@
 """Who may do what: an optional shared token, cross-site request refusal, security headers.
 
 With PANOPTES_TOKEN set, everything that changes state (ingest, rename, cancel, delete) needs
-the token; reading (pages, API reads, the feed) needs it too unless PANOPTES_PUBLIC_READ is on.
+the token; reading (pages, API reads, the feed) needs it too unless PANOPTES_PUBLIC_READ is on,
+and the feed needs it even then with PANOPTES_PRIVATE_FEED.
 The token is accepted from, in order:
 
 - `Authorization: Bearer <token>`: Snakemake 7/8 send it from WMS_MONITOR_TOKEN, scripts too;
@@ -172,7 +173,7 @@ def install(app: Quart, config: Config) -> None:
 
     @app.before_websocket
     async def check_websocket() -> Response | None:
-        if config.token is None or config.public_read:
+        if config.token is None or (config.public_read and not config.private_feed):
             return None
         given = (
             _bearer(websocket.headers)

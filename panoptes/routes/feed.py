@@ -22,7 +22,7 @@ import orjson
 from quart import Blueprint, websocket
 
 from .. import __version__, queries
-from ..errors import BadRequest, Forbidden, NotFound, TooManyConnections
+from ..errors import BadRequest, Forbidden, NotFound, TooManyConnections, Unavailable
 from ..hub import RESYNC, SHUTDOWN, Subscription
 from ..models import MAX_BIGINT
 from .respond import service
@@ -56,26 +56,29 @@ async def _send(message: dict[str, object]) -> None:
 class _Stream:
     """One connection's position in the event sequence."""
 
-    def __init__(self, workflow_id: int | None, last: int) -> None:
-        self.workflow_id = workflow_id
+    def __init__(self, subscription: Subscription, last: int) -> None:
+        self.subscription = subscription
         self.last = last
 
     async def replay(self) -> None:
         running = service()
         while True:
             async with running.sessions() as session:
-                missed = await queries.events_since(session, self.last, self.workflow_id)
+                missed = await queries.events_since(
+                    session, self.last, self.subscription.workflow_id
+                )
             for message in missed:
+                await self.subscription.take_turn()  # a replay waits its turns too
                 await websocket.send(orjson.dumps(message).decode())
                 self.last = message["seq"]
             if len(missed) < 1000:
                 return
 
-    async def follow(self, subscription: Subscription, ping_seconds: float) -> None:
+    async def follow(self, ping_seconds: float) -> None:
+        subscription = self.subscription
         while True:
-            try:
-                item = await asyncio.wait_for(subscription.get(), ping_seconds)
-            except TimeoutError:
+            item = await subscription.next(ping_seconds)
+            if item is None:
                 await _send({"type": "ping"})
                 continue
             if item is SHUTDOWN:
@@ -100,6 +103,14 @@ async def _serve(workflow_id: int | None) -> None:
         async with running.sessions() as session:
             if not await queries.workflow_exists(session, workflow_id):
                 raise NotFound(f"no workflow with id {workflow_id}")
+    limit = running.config.max_feed
+    if limit and running.hub.subscriber_count >= limit:
+        raise Unavailable(
+            f"this server already holds {limit} feed connections (PANOPTES_MAX_FEED); "
+            "try again later",
+            error="too many feed connections",
+            headers={"Retry-After": "30"},
+        )
     with (
         _counted_client(running.feed_clients, running.config.max_feed_per_client),
         running.hub.subscribe(workflow_id) as subscription,
@@ -111,7 +122,7 @@ async def _serve(workflow_id: int | None) -> None:
         # replaced or reset): nothing numbered at or below it here is what the client saw.
         # Continue from the present, so it gets what comes next; the hello, whose head is
         # below its since, tells it to drop what it holds (docs/feed.md).
-        stream = _Stream(workflow_id, head if since is None or since > head else since)
+        stream = _Stream(subscription, head if since is None or since > head else since)
         await _send(
             {"type": "hello", "head": head, "workflow_id": workflow_id, "version": __version__}
         )
@@ -119,7 +130,7 @@ async def _serve(workflow_id: int | None) -> None:
             await stream.replay()
         reader = asyncio.create_task(_drain_incoming())
         try:
-            await stream.follow(subscription, running.config.ws_ping_seconds)
+            await stream.follow(running.config.ws_ping_seconds)
         finally:
             reader.cancel()
             with suppress(asyncio.CancelledError):

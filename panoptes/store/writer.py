@@ -79,11 +79,14 @@ class Writer:
         batch_size: int = 256,
         on_refused: RefusalCounter | None = None,
         timeout: float = 5.0,
+        on_busy: Callable[[bool], None] | None = None,
     ) -> None:
         self._publish = publish
         self._batch_size = batch_size
         self._on_refused = on_refused
         self.timeout = timeout
+        # Told True when a batch starts and False when it has ended (the feed's turns).
+        self._on_busy = on_busy
         # When the batch in flight began (time.monotonic), if one is.
         self._busy_since: float | None = None
         # Why the database failed the last write, until a write succeeds again.
@@ -153,6 +156,10 @@ class Writer:
             future.cancel()
             raise DatabaseUnavailable(f"did not answer within {self.timeout:g} s") from None
 
+    def _tell_busy(self, busy: bool) -> None:
+        if self._on_busy is not None:
+            self._on_busy(busy)
+
     def stalled_for(self) -> float | None:
         """How long the batch in flight has run, if longer than the time limit."""
         since = self._busy_since
@@ -186,10 +193,13 @@ class Writer:
             batch = [pending for pending in batch if not pending.future.done()]  # given up
             if batch:
                 self._busy_since = time.monotonic()
+                self._tell_busy(True)
                 try:
                     await self._commit_batch(batch)
                 finally:
                     self._busy_since = None
+                    self._tell_busy(False)
+                await asyncio.sleep(0)  # a pass of the loop between batches, for the rest
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
