@@ -21,7 +21,7 @@ from .routes import api, auth, feed, hosts, ingest, metrics, pages, wms
 from .routes.html import render_page
 from .routes.respond import error_response
 from .service import Service
-from .serving import close_feeds_on_signals, set_ws_compression
+from .serving import close_feeds_on_signals, redact_logs, set_ws_compression
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def create_app(config: Config | None = None, *, fast_ingest: bool = True) -> Qua
 
     @app.before_serving
     async def start() -> None:
+        redact_logs(config.token)
         await service.start()
         close_feeds_on_signals(service.hub)
 

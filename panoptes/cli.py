@@ -60,7 +60,7 @@ Environment (flags win):
 """
 
 USAGE = """\
-panoptes [--host HOST] [--port PORT] [--db DB] [--log-level LEVEL]
+panoptes [--host HOST] [--port PORT] [--db DB] [--log-level LEVEL] [--access-log FILE]
        panoptes db {upgrade,current,prune} [--db DB] [--days N]
        panoptes --version | --help | db --help"""
 
@@ -89,6 +89,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", help="SQLAlchemy URL or SQLite file path (default ./.panoptes.db)")
     parser.add_argument(
         "--log-level", help="debug, info, warning, error (default info; warning for db commands)"
+    )
+    parser.add_argument(
+        "--access-log",
+        metavar="FILE",
+        help="write an access log to FILE ('-': standard output); tokens are redacted",
     )
     parser.add_argument("--version", action="version", version=f"panoptes {__version__}")
     _add_db_commands(
@@ -144,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = Config.from_env(host=args.host, port=args.port, db_url=args.db)
+        config = Config.from_env(
+            host=args.host, port=args.port, db_url=args.db, access_log=args.access_log
+        )
     except ConfigError as exc:
         print(f"panoptes: {exc}", file=sys.stderr)
         return 2

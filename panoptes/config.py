@@ -145,6 +145,9 @@ class Config:
     frame_ancestors: str = "'self'"
     # Serve on uvloop's event loop when it is installed (the `panoptes` command only).
     uvloop: bool = True
+    # Where the `panoptes` command writes its access log: None (none), "-" (standard
+    # output) or a file. Tokens are taken out of every line (serving.redact).
+    access_log: str | None = None
 
     def __post_init__(self) -> None:
         broadcast_scheme(self.broadcast_url)  # an unknown backend stops the server at startup
@@ -187,6 +190,7 @@ class Config:
             private_feed=_bool(env, "PANOPTES_PRIVATE_FEED", cls.private_feed),
             frame_ancestors=env.get("PANOPTES_FRAME_ANCESTORS", "").strip() or cls.frame_ancestors,
             uvloop=_bool(env, "PANOPTES_UVLOOP", cls.uvloop),
+            access_log=env.get("PANOPTES_ACCESS_LOG", "").strip() or None,
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         if "db_url" in given:

@@ -20,7 +20,9 @@ reconnect with since=.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -29,12 +31,86 @@ from typing import Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.logging import Logger as HypercornLogger
 from hypercorn.protocol import ws_stream
 from wsproto.extensions import PerMessageDeflate
 
 from .config import Config
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+# ----------------------------------------------------------------- tokens out of the logs
+
+# The Snakemake 9 plugin puts the token in the path (/t/<token>/...): every access-log line
+# of its requests would hold it. Scripts send it as a header, browsers as a cookie.
+_SECRETS = (
+    # a path that begins /t/ (as a request line or query shows it), or a URL's
+    (re.compile(r"(^|[\s\"'(=]|://[^/\s\"']+)/t/[^/?#\s\"']+"), r"\1/t/<token>"),
+    (re.compile(r"(?i)\b(bearer)\s+[^\s\"',]+"), r"\1 <token>"),
+    (re.compile(r"\b(panoptes_token=)[^;\s\"',]+"), r"\1<token>"),
+)
+# The loggers whose handlers write lines about requests: ours (through the root logger's
+# handlers), Hypercorn's and uvicorn's (theirs do not pass on to the root).
+LOGGERS = ("", "hypercorn.access", "hypercorn.error", "uvicorn.access", "uvicorn.error")
+
+
+def redact(text: str, token: str | None = None) -> str:
+    """`text` without a panoptes token in it: in a path, a header, a cookie, or as itself."""
+    if token:
+        text = text.replace(token, "<token>")
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactTokens(logging.Filter):
+    """A handler filter: each line it lets through is redacted, traceback included."""
+
+    def __init__(self, token: str | None) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, self.token)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.token)
+        return True
+
+
+def redact_logs(token: str | None) -> None:
+    """Put RedactTokens on every handler of LOGGERS (once each; the token, too, on those
+    there already). Called when serving starts, whichever server and flags run the app;
+    Hypercorn's loggers may come later, and RedactingLogger sees to them."""
+    for name in LOGGERS:
+        _redact_handlers(logging.getLogger(name), token)
+
+
+def _redact_handlers(logger: logging.Logger | None, token: str | None) -> None:
+    for handler in logger.handlers if logger is not None else ():
+        present = [f for f in handler.filters if isinstance(f, RedactTokens)]
+        for existing in present:
+            existing.token = token or existing.token
+        if not present:
+            handler.addFilter(RedactTokens(token))
+
+
+class RedactingLogger(HypercornLogger):
+    """Hypercorn's logger (access and error lines), with RedactTokens on its handlers."""
+
+    def __init__(self, config: HypercornConfig) -> None:
+        super().__init__(config)
+        token = os.environ.get("PANOPTES_TOKEN", "").strip() or None
+        _redact_handlers(self.access_logger, token)
+        _redact_handlers(self.error_logger, token)
+
+
+# ----------------------------------------------------------------- settings
 
 
 class HypercornSettings:
@@ -56,6 +132,8 @@ class HypercornSettings:
     websocket_ping_interval = None
     # Feed clients only ever send pings and close frames; anything bigger is refused (1009).
     websocket_max_message_size = 64 * 1024
+    # Access and error lines without the token (the plugin's /t/<token>/ paths, headers).
+    logger_class = RedactingLogger
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -63,7 +141,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hyper.workers = 1  # serve() runs in this process; any other count only makes it warn
     host = f"[{config.host}]" if ":" in config.host else config.host
     hyper.bind = [f"{host}:{config.port}"]
-    hyper.accesslog = None
+    hyper.accesslog = config.access_log  # None: none; "-": standard output; else a file
     return hyper
 
 

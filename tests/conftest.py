@@ -188,6 +188,8 @@ class LiveServer:
     port: int = field(default_factory=free_port)
     # Another database than the SQLite file `db` (whose name then only places the log).
     db_url: str | None = None
+    # More flags for `panoptes` (--access-log FILE, ...).
+    args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -201,7 +203,10 @@ class LiveServer:
         database = self.db_url or str(self.db)
         with self.log_path.open("wb") as log:  # the process has its own copy of the file
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", database],
+                [
+                    *(sys.executable, "-m", "panoptes", "--port", str(self.port)),
+                    *("--db", database, *self.args),
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
