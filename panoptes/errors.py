@@ -145,8 +145,8 @@ class DatabaseUnavailable(Unavailable):
 
     error = "database unavailable"
 
-    def __init__(self, what: str) -> None:
-        super().__init__(f"the database {what}; try again later")
+    def __init__(self, what: str, advice: str = "try again later") -> None:
+        super().__init__(f"the database {what}; {advice}")
 
 
 def too_large(limit: int) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from . import ingest
 from .config import Config
 from .db import make_engine, make_sessionmaker
-from .errors import BadRequest, Conflict, NotFound, PanoptesError
+from .errors import BadRequest, Conflict, DatabaseUnavailable, NotFound, PanoptesError
 from .hub import Hub, backend_for
 from .ingest import machine, runs
 from .ingest.wire import MAX_NAME_CHARS
@@ -34,6 +34,7 @@ from .queries import EventLog
 from .shapes import workflow_view
 from .status import FINISHED, EventKind, Trigger, WorkflowStatus
 from .store import Preload, Tx, Writer
+from .store.writer import FILE_ADVICE
 
 log = logging.getLogger(__name__)
 W = WorkflowStatus
@@ -159,6 +160,9 @@ class Service:
             async with asyncio.timeout(self.config.db_timeout):
                 async with self.sessions() as session:
                     await session.execute(select(1))
+            problem = self.writer.file_problem()
+            if problem is not None:
+                raise DatabaseUnavailable(problem, FILE_ADVICE)
             if self.writer.failing or self.writer.stalled_for() is not None:
                 await self.writer.submit(_nothing)
         except Exception as exc:  # any failure to reach it is the answer

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,9 @@ from .sql import FileTurn, Preload, SQLiteWriteSession, preload, take_turn
 from .tx import Changes, Refusal, Tx, announce
 
 log = logging.getLogger(__name__)
+
+# What to do about an SQLite file deleted or replaced under the server (Writer.file_problem).
+FILE_ADVICE = "restart panoptes to open the file that is at that path now"
 
 # How much work one batch may hold, in rows (a message weighs one, and one more per job it
 # lists): with the batch size, what keeps a batch, and so the wait of every message
@@ -99,6 +103,10 @@ class Writer:
             engine, expire_on_commit=False, autoflush=False, sync_session_class=session_class
         )
         database = sqlite_file(engine.url)
+        self._file = database
+        # The SQLite file's (device, inode) when the writer started: a file deleted or
+        # replaced under the server is noticed, not written into an unlinked inode.
+        self._file_id: tuple[int, int] | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._sync_engine: Engine | None = None
         self._turn: FileTurn | None = None
@@ -113,6 +121,9 @@ class Writer:
             self._turn = FileTurn(database)
 
     async def start(self) -> None:
+        if self._file is not None:
+            stat = os.stat(self._file)
+            self._file_id = (stat.st_dev, stat.st_ino)
         if self._sync_engine is not None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="panoptes-writer")
         self._task = asyncio.create_task(self._run(), name="panoptes-writer")
@@ -155,6 +166,20 @@ class Writer:
             # still commit, as a message a client sends again would be stored twice.
             future.cancel()
             raise DatabaseUnavailable(f"did not answer within {self.timeout:g} s") from None
+
+    def file_problem(self) -> str | None:
+        """What is wrong with the SQLite file, if it is no longer the one the server opened."""
+        if self._file is None or self._file_id is None:
+            return None
+        try:
+            stat = os.stat(self._file)
+        except FileNotFoundError:
+            return f"file {self._file} was deleted while the server ran"
+        except OSError as exc:
+            return f"file {self._file} cannot be read ({exc.strerror})"
+        if (stat.st_dev, stat.st_ino) != self._file_id:
+            return f"file {self._file} was replaced while the server ran"
+        return None
 
     def _tell_busy(self, busy: bool) -> None:
         if self._on_busy is not None:
@@ -202,17 +227,19 @@ class Writer:
                 await asyncio.sleep(0)  # a pass of the loop between batches, for the rest
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
+        problem = self.file_problem()
+        if problem is not None:  # what it committed would be lost with the unlinked inode
+            log.error("refusing a write batch of %d: the database %s", len(batch), problem)
+            self._fail(batch, problem, problem, FILE_ADVICE)
+            return
         try:
             outcome = await self._run_in_transaction(batch)
         except Exception as exc:
             if database_failed(exc):
                 # Alone, each would only fail the same way, each after its own wait.
                 log.error("the database failed a write batch of %d: %r", len(batch), exc)
-                self.failing = f"the last write failed: {type(exc).__name__}"
-                for pending in batch:
-                    if not pending.future.done():
-                        failed = DatabaseUnavailable(f"failed ({type(exc).__name__})")
-                        pending.future.set_exception(failed)
+                name = type(exc).__name__
+                self._fail(batch, f"the last write failed: {name}", f"failed ({name})")
                 return
             # Something unexpected failed: nothing of the batch was kept. Run each
             # operation alone so one bad message cannot cost the others.
@@ -221,6 +248,14 @@ class Writer:
                 await self._commit_alone(pending)
             return
         await self._finish(batch, outcome)
+
+    def _fail(
+        self, batch: list[_Pending], failing: str, what: str, advice: str = "try again later"
+    ) -> None:
+        self.failing = failing
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(DatabaseUnavailable(what, advice))
 
     async def _commit_alone(self, pending: _Pending) -> None:
         try:
