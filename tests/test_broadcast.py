@@ -36,6 +36,7 @@ from panoptes.hub.backends import (
     MemoryBackend,
     PostgresBackend,
     RedisBackend,
+    SQLiteFileBackend,
     backend_for,
     channel_name,
 )
@@ -247,7 +248,11 @@ async def test_memory_backend_delivers_directly_without_reading() -> None:
 
 def test_backend_is_chosen_by_scheme_and_unknown_schemes_are_refused() -> None:
     db = "sqlite+aiosqlite:////data/panoptes.db"
-    assert isinstance(backend_for("memory://", db), MemoryBackend)
+    # No broker: processes on an SQLite file hear each other through it; elsewhere, one.
+    shared = backend_for("memory://", db)
+    assert isinstance(shared, SQLiteFileBackend) and str(shared.path) == "/data/panoptes.db"
+    assert isinstance(backend_for("memory://", "sqlite+aiosqlite:///:memory:"), MemoryBackend)
+    assert isinstance(backend_for("memory://", "postgresql+asyncpg://u@h/db"), MemoryBackend)
     for url in ("redis://r:6379/2", "rediss://r:6380/0"):
         assert isinstance(backend_for(url, db), RedisBackend)
     for url in ("postgresql://u@h/db", "postgres://u@h/db", "postgresql+asyncpg://u@h/db"):

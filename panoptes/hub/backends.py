@@ -4,7 +4,10 @@ The database is the source of truth for events and their order; a backend carrie
 that small notice (never an event body: PostgreSQL NOTIFY payloads stop at 8000 bytes).
 Every process's hub, on a notice, reads the new events from the database itself (fanout.py).
 
-- `memory://`: one process, nothing to carry; the hub hands its own events straight over.
+- `memory://`: no broker. With the database in memory or on a server, one process: the hub
+  hands its own events straight over. On an SQLite file, processes sharing the file (two
+  `panoptes`, `hypercorn --workers N`) hear each other's commits through the file itself
+  (SQLiteFileBackend): nothing to set up, within POLL_SECONDS.
 - `redis://host:port/n` (or `rediss://`): Redis pub/sub on one channel.
 - `postgresql://...`: PostgreSQL LISTEN/NOTIFY on one dedicated connection.
 
@@ -20,14 +23,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sqlite3
 from collections.abc import Callable
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 
 from ..config import ConfigError, broadcast_scheme
+from ..db import sqlite_file
 
 if TYPE_CHECKING:
     import asyncpg
@@ -70,6 +76,70 @@ class MemoryBackend:
 
     async def stop(self) -> None:
         pass
+
+
+class SQLiteFileBackend:
+    """memory:// on an SQLite file: every process on the file delivers what it reads from
+    the events table, as with a broker, and learns of other processes' commits from the file:
+    `PRAGMA data_version` on a connection of its own changes whenever another connection has
+    committed. It reads the WAL index in shared memory, not the disk, so polling it every
+    POLL_SECONDS costs next to nothing; its own writer's commits change it too, and cost one
+    pump pass that finds nothing new."""
+
+    name = "sqlite"
+    crosses_processes = True
+    poll_seconds = 0.25
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+        self._version: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ok = True
+
+    @property
+    def connected(self) -> bool:
+        return self._ok
+
+    async def start(self, on_notice: OnNotice) -> None:
+        self._version = await asyncio.to_thread(self._read)
+        self._task = asyncio.create_task(self._poll(on_notice), name="panoptes-sqlite-notices")
+
+    def _read(self) -> int:
+        if self._connection is None:
+            self._connection = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+        version: int = self._connection.execute("PRAGMA data_version").fetchone()[0]
+        return version
+
+    async def _poll(self, on_notice: OnNotice) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                version = await asyncio.to_thread(self._read)
+            except sqlite3.Error as exc:
+                if self._ok:
+                    log.warning("broadcast: cannot read %s (%s); retrying", self.path, exc)
+                self._ok = False
+                continue
+            if not self._ok:
+                self._ok = True
+                on_notice(None)  # what came meanwhile
+            if version != self._version:
+                self._version = version
+                on_notice(None)  # committed by some connection: the pump looks
+
+    async def announce(self, seq: int) -> None:
+        pass  # the commit itself is the notice
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def channel_name(db_url: str) -> str:
@@ -260,7 +330,8 @@ def backend_for(broadcast_url: str, db_url: str) -> Backend:
     """The backend PANOPTES_BROADCAST_URL names (an unknown scheme is a ConfigError)."""
     scheme = broadcast_scheme(broadcast_url)
     if scheme == "memory":
-        return MemoryBackend()
+        database = sqlite_file(make_url(db_url))
+        return MemoryBackend() if database is None else SQLiteFileBackend(database)
     url, channel = _split_channel(broadcast_url, db_url)
     if scheme in ("redis", "rediss"):
         return RedisBackend(url, channel)
