@@ -19,11 +19,21 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 POSTERS = 16
 
 
-async def post_until_refused(server: LiveServer, workflow_id: int, start: int) -> list[int]:
-    """Post job_info for jobids start, start + POSTERS, ...; return those acknowledged."""
-    acknowledged: list[int] = []
+# Acknowledgements to wait for before the kill: enough load to prove something, however
+# slowly a loaded machine gets there (a fixed wait once saw none at all).
+BEFORE_KILL = 200
+WAIT_FOR_LOAD_SECONDS = 120
+
+
+async def post_until_refused(
+    server: LiveServer, workflow_id: int, start: int, acknowledged: list[int]
+) -> list[int]:
+    """Post job_info for jobids start, start + POSTERS, ... until the server is gone; each
+    acknowledged one goes into `acknowledged` (shared by the posters), and these are returned."""
+    mine: list[int] = []
     jobid = start
-    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+    # A long timeout: a slow answer is not a dead server.
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         while True:
             msg = {"level": "job_info", "jobid": jobid, "name": "crash", "wildcards": {}}
             try:
@@ -31,9 +41,10 @@ async def post_until_refused(server: LiveServer, workflow_id: int, start: int) -
                     "/update_workflow_status", content=form_body(workflow_id, msg), headers=FORM
                 )
             except httpx.HTTPError:
-                return acknowledged  # the server is gone
+                return mine  # the server is gone
             assert response.status_code == 200, response.text
             acknowledged.append(jobid)
+            mine.append(jobid)
             jobid += POSTERS
 
 
@@ -42,11 +53,22 @@ async def test_acknowledged_messages_survive_kill_9(tmp_path: Path) -> None:
     server = LiveServer(db=db).start()
     async with httpx.AsyncClient(base_url=server.url) as http:
         workflow_id = (await http.get("/create_workflow")).json()["id"]
+    so_far: list[int] = []
     posters = [
-        asyncio.create_task(post_until_refused(server, workflow_id, start))
+        asyncio.create_task(post_until_refused(server, workflow_id, start, so_far))
         for start in range(POSTERS)
     ]
-    await asyncio.sleep(2.0)  # let the load run, then pull the plug mid-stream
+    # Let the load run, then pull the plug mid-stream, with every poster still posting.
+    deadline = time.monotonic() + WAIT_FOR_LOAD_SECONDS
+    try:
+        while len(so_far) < BEFORE_KILL:
+            assert time.monotonic() < deadline, f"only {len(so_far)} acknowledged so far"
+            assert not any(p.done() for p in posters), "a poster stopped before the kill"
+            await asyncio.sleep(0.05)
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        await asyncio.gather(*posters, return_exceptions=True)
+        raise
     assert server.process is not None
     server.process.send_signal(signal.SIGKILL)
     started = time.monotonic()
@@ -54,7 +76,7 @@ async def test_acknowledged_messages_survive_kill_9(tmp_path: Path) -> None:
     server.process.wait()
     assert time.monotonic() - started < 10
     assert server.process.returncode == -signal.SIGKILL
-    assert len(acknowledged) > 50, "too little load reached the server to prove anything"
+    assert len(acknowledged) >= BEFORE_KILL
 
     server.process = None
     restarted = LiveServer(db=db, port=server.port).start()
