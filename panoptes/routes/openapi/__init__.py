@@ -34,6 +34,12 @@ CROSS_SITE = _error("a request from another site's page may not change anything"
 CONFLICT = _error("the workflow's state does not allow it")
 TOO_LARGE = _error("the body is larger than PANOPTES_MAX_BODY_BYTES")
 MEDIA_TYPE = _error("the body is neither JSON nor a form")
+# What the server refuses in text it compares or stores as a key (PostgreSQL cannot hold a
+# NUL): the document says so, so that what it allows is what the server takes.
+NO_NUL = r"^[^\u0000]*$"
+# A name: no NUL, and something besides white space (it is stripped).
+A_NAME = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+DIGITS = r"^[0-9]+$"
 
 
 def _workflow_id() -> Schema:
@@ -63,10 +69,14 @@ def _paging(what: str) -> list[Schema]:
             {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
             f"how many {what} to return",
         ),
-        _query("offset", {"type": "integer", "minimum": 0, "default": 0}, f"{what} to skip"),
+        _query(
+            "offset",
+            {"type": "integer", "minimum": 0, "maximum": MAX_BIGINT, "default": 0},
+            f"{what} to skip",
+        ),
         _query(
             "cursor",
-            {"type": "integer", "minimum": 0},
+            {"type": "integer", "minimum": 0, "maximum": MAX_BIGINT},
             "the previous page's next_cursor (an empty value is the first page)",
         ),
     ]
@@ -100,7 +110,14 @@ def _workflow_paths() -> dict[str, Schema]:
     workflow = _json(obj({"workflow": ref("Workflow")}), "the workflow")
     rename_body = {
         "type": "object",
-        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS}},
+        "properties": {
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_NAME_CHARS,
+                "pattern": A_NAME,
+            }
+        },
     }
     rename = _changes("Rename a workflow", {"200": workflow})
     rename["description"] = (
@@ -161,8 +178,16 @@ def _paths() -> dict[str, Schema]:
             "get": {
                 "parameters": [
                     _statuses([s.value for s in WorkflowStatus]),
-                    _query("q", {"type": "string"}, "only names containing this (any case)"),
-                    _query("name", {"type": "string"}, "the same as q, when q is not given"),
+                    _query(
+                        "q",
+                        {"type": "string", "pattern": NO_NUL},
+                        "only names containing this (any case)",
+                    ),
+                    _query(
+                        "name",
+                        {"type": "string", "pattern": NO_NUL},
+                        "the same as q, when q is not given",
+                    ),
                     *_paging("workflows"),
                 ],
                 **_reads(
@@ -207,7 +232,7 @@ def _paths() -> dict[str, Schema]:
                     _statuses([s.value for s in JobStatus]),
                     _query(
                         "rule",
-                        {"type": "array", "items": {"type": "string"}},
+                        {"type": "array", "items": {"type": "string", "pattern": NO_NUL}},
                         "only jobs of these rules; repeat it or separate with commas",
                     ),
                     *_paging("jobs"),
@@ -256,18 +281,28 @@ def _client_paths() -> dict[str, Schema]:
     envelope_form = {
         "type": "object",
         "properties": {
-            "msg": {"type": "string", "description": "a JSON-encoded object with a level"},
+            "msg": {
+                "type": "string",
+                "minLength": 1,
+                "description": "a JSON-encoded object with a level",
+            },
             "timestamp": {"type": "string", "description": "the client's time.asctime()"},
-            "id": {"type": "string", "description": "the id /create_workflow returned"},
+            "id": {
+                "type": "string",
+                "pattern": DIGITS,
+                "description": "the id /create_workflow returned",
+            },
         },
         "required": ["msg", "id"],
     }
     envelope_json = {
         "type": "object",
         "properties": {
-            "msg": {"type": ["string", "object"]},
+            "msg": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "object"}]},
             "timestamp": {"type": "string"},
-            "id": {"type": ["integer", "string"]},
+            "id": {
+                "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": DIGITS}]
+            },
         },
         "required": ["msg", "id"],
     }
