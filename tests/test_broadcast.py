@@ -97,6 +97,7 @@ class FakeEvents:
 class FakeBackend:
     name = "fake"
     crosses_processes = True
+    may_cross_later = False
     connected = True
 
     def __init__(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from contextlib import suppress
@@ -34,6 +35,11 @@ from sqlalchemy.engine import make_url
 
 from ..config import ConfigError, broadcast_scheme
 from ..db import sqlite_file
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     import asyncpg
@@ -54,7 +60,10 @@ KEEPALIVE_SECONDS = 10.0
 class Backend(Protocol):
     name: str
     # False: this process is the only writer, and its hub delivers its own events directly.
+    # It may turn True while the server runs (SQLiteFileBackend), never back.
     crosses_processes: bool
+    # Whether crosses_processes may turn True later: the hub then runs its pump from the start.
+    may_cross_later: bool
 
     @property
     def connected(self) -> bool: ...
@@ -66,6 +75,7 @@ class Backend(Protocol):
 class MemoryBackend:
     name = "memory"
     crosses_processes = False
+    may_cross_later = False
     connected = True
 
     async def start(self, on_notice: OnNotice) -> None:
@@ -79,16 +89,24 @@ class MemoryBackend:
 
 
 class SQLiteFileBackend:
-    """memory:// on an SQLite file: every process on the file delivers what it reads from
-    the events table, as with a broker, and learns of other processes' commits from the file:
-    `PRAGMA data_version` on a connection of its own changes whenever another connection has
-    committed. It reads the WAL index in shared memory, not the disk, so polling it every
-    POLL_SECONDS costs next to nothing; its own writer's commits change it too, and cost one
-    pump pass that finds nothing new."""
+    """memory:// on an SQLite file. Alone on the file, a process delivers its own events
+    directly, as with memory://. Every server on the file holds a shared POSIX lock on
+    `<database>-servers.lock`; one that can upgrade it to exclusive is alone. Once another
+    process is there (checked at start and at every poll) this one delivers, for good, what
+    it reads from the events table, as with a broker, and learns of other processes' commits
+    from the file: `PRAGMA data_version` on a connection of its own changes whenever another
+    connection has committed. That reads the WAL index in shared memory, not the disk, so
+    polling it every `poll_seconds` costs next to nothing. A process that finds others at
+    start waits `settle_seconds` before it writes, so none of them delivers directly past
+    an event of the newcomer's."""
 
     name = "sqlite"
-    crosses_processes = True
+    crosses_processes = False  # until another process opens the file
+    may_cross_later = True
     poll_seconds = 0.25
+    # How long a process that finds others on the file waits before it may write, so that
+    # each of them has polled and turned to reading its events from the table.
+    settle_seconds = 1.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -96,14 +114,46 @@ class SQLiteFileBackend:
         self._version: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._ok = True
+        self._lock_fd: int | None = None
 
     @property
     def connected(self) -> bool:
         return self._ok
 
     async def start(self, on_notice: OnNotice) -> None:
+        await asyncio.to_thread(self._hold_lock)
+        if not self._alone():
+            self._share()
+            await asyncio.sleep(self.settle_seconds)
         self._version = await asyncio.to_thread(self._read)
         self._task = asyncio.create_task(self._poll(on_notice), name="panoptes-sqlite-notices")
+
+    def _hold_lock(self) -> None:
+        if fcntl is None:  # no POSIX locks (Windows): take others as always there
+            self.crosses_processes = True
+            return
+        self._lock_fd = os.open(f"{self.path}-servers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.lockf(self._lock_fd, fcntl.LOCK_SH, 1, 0)
+
+    def _alone(self) -> bool:
+        """Whether no other process holds the lock: this process's own shared lock becomes
+        exclusive if so (POSIX locks belong to the process), and shared again at once."""
+        if self._lock_fd is None or fcntl is None:
+            return not self.crosses_processes
+        try:
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        except OSError:
+            return False
+        fcntl.lockf(self._lock_fd, fcntl.LOCK_SH, 1, 0)
+        return True
+
+    def _share(self) -> None:
+        if not self.crosses_processes:
+            log.info(
+                "another panoptes process serves %s: live events now go through the file",
+                self.path,
+            )
+        self.crosses_processes = True
 
     def _read(self) -> int:
         if self._connection is None:
@@ -114,6 +164,11 @@ class SQLiteFileBackend:
     async def _poll(self, on_notice: OnNotice) -> None:
         while True:
             await asyncio.sleep(self.poll_seconds)
+            if not self.crosses_processes and not self._alone():
+                self._share()
+                on_notice(None)
+            if not self.crosses_processes:
+                continue
             try:
                 version = await asyncio.to_thread(self._read)
             except sqlite3.Error as exc:
@@ -140,6 +195,9 @@ class SQLiteFileBackend:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # which releases the lock
+            self._lock_fd = None
 
 
 def channel_name(db_url: str) -> str:
@@ -170,6 +228,7 @@ class _Listener:
 
     name = ""
     crosses_processes = True
+    may_cross_later = False
 
     def __init__(self, channel: str) -> None:
         self.channel = channel

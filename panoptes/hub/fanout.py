@@ -154,7 +154,8 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        if self._events is None or not self.backend.crosses_processes:
+        crossing = self.backend.crosses_processes or self.backend.may_cross_later
+        if self._events is None or not crossing:
             return
         self.delivered_seq = await self._events.head()
         await self.backend.start(self.notice)
