@@ -122,7 +122,14 @@ async def test_a_private_feed_needs_the_token_while_pages_and_api_stay_open(
     try:
         async with httpx.AsyncClient(base_url=live.url) as http:
             assert (await http.get("/api/workflows")).status_code == 200
-            assert (await http.get("/")).status_code == 200
+            page = await http.get("/")
+            assert page.status_code == 200
+            # The page says live updates need the token, rather than retrying for ever ...
+            assert 'data-state="closed"' in page.text
+            # ... unless this browser has it (the cookie from opening /t/<token>/ once).
+            assert (await http.get(f"/t/{TOKEN}/")).status_code == 303
+            page = await http.get("/")
+            assert 'data-state="offline"' in page.text and "need the token" not in page.text
         with pytest.raises(InvalidStatus) as refused:
             await connect(ws(live, "/ws"))
         assert refused.value.response.status_code == 401

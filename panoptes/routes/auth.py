@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
-from quart import Quart, Response, redirect, request, websocket
+from quart import Quart, Response, has_request_context, redirect, request, websocket
 
 from ..config import Config
 from ..errors import Forbidden, PanoptesError, Unauthorized
@@ -151,6 +151,14 @@ def check(
     raise no_token()
 
 
+def feed_needs_token_from(config: Config, cookie: str | None) -> bool:
+    """Whether a page's feed would be refused for want of the token (PANOPTES_PRIVATE_FEED,
+    and this browser has no token cookie): the page then says so instead of retrying."""
+    if config.token is None or not config.private_feed:
+        return False
+    return not _matches(cookie, config.token)
+
+
 def install(app: Quart, config: Config) -> None:
     """Wire the checks and headers into app (a no-op for auth when no token is set)."""
     app.asgi_app = TokenPrefix(app.asgi_app)  # type: ignore[method-assign]
@@ -183,6 +191,13 @@ def install(app: Quart, config: Config) -> None:
         if _matches(given, config.token):
             return None
         return error_response(Unauthorized("the feed needs this panoptes' token"))
+
+    @app.context_processor
+    async def feed_state() -> dict[str, Any]:
+        closed = has_request_context() and feed_needs_token_from(
+            config, request.cookies.get(COOKIE)
+        )
+        return {"feed_closed": closed}
 
     always = security_headers(config)
 

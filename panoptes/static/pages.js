@@ -143,6 +143,12 @@
 
   function connectIndicator(feed) {
     const indicator = document.getElementById("live-indicator");
+    if (indicator.dataset.state === "closed") {
+      // PANOPTES_PRIVATE_FEED and no token here: the feed would only be refused, again
+      // and again. The page stays as it was served.
+      feed.start = () => feed;
+      return;
+    }
     const set = (state) => {
       indicator.dataset.state = state;
       indicator.textContent = state;
