@@ -36,6 +36,27 @@ async def next_event(feed: ClientConnection) -> dict[str, Any]:
             return message
 
 
+async def posted_then_seen(
+    http: httpx.AsyncClient,
+    poster: LiveServer,
+    watcher: LiveServer,
+    workflow_id: int,
+    msg: dict[str, Any],
+) -> dict[str, Any]:
+    """Post msg to one process; the job as the other's feed of that workflow shows it."""
+    path = f"/ws/workflow/{workflow_id}"
+    async with connect(watcher.url.replace("http", "ws") + path) as jobs:
+        assert json.loads(await jobs.recv())["type"] == "hello"
+        body = form_body(workflow_id, msg)
+        answer = await http.post(f"{poster.url}/update_workflow_status", content=body, headers=FORM)
+        assert answer.status_code == 200
+        seen = await next_event(jobs)
+        while seen["type"] != "job.updated":
+            seen = await next_event(jobs)
+        job: dict[str, Any] = seen["job"]
+        return job
+
+
 async def test_a_feed_on_one_process_shows_what_the_other_stored(
     pair: tuple[LiveServer, LiveServer],
 ) -> None:
@@ -49,29 +70,10 @@ async def test_a_feed_on_one_process_shows_what_the_other_stored(
             workflow_id = (await http.get(f"{second.url}/create_workflow")).json()["id"]
             created = await next_event(everything)
             assert (created["type"], created["workflow"]["id"]) == ("workflow.created", workflow_id)
-            path = f"/ws/workflow/{workflow_id}"
-            async with connect(first.url.replace("http", "ws") + path) as jobs:
-                assert json.loads(await jobs.recv())["type"] == "hello"
-                body = form_body(workflow_id, {"level": "job_started", "jobs": [4]})
-                answer = await http.post(
-                    f"{second.url}/update_workflow_status", content=body, headers=FORM
-                )
-                assert answer.status_code == 200
-                seen = await next_event(jobs)
-                while seen["type"] != "job.updated":
-                    seen = await next_event(jobs)
-                assert (seen["job"]["jobid"], seen["job"]["status"]) == (4, "Running")
+        started = {"level": "job_started", "jobs": [4]}
+        job = await posted_then_seen(http, second, first, workflow_id, started)
+        assert (job["jobid"], job["status"]) == (4, "Running")
         # And the other way: the second's feed hears what the first stored.
-        async with connect(
-            second.url.replace("http", "ws") + f"/ws/workflow/{workflow_id}"
-        ) as jobs:
-            assert json.loads(await jobs.recv())["type"] == "hello"
-            body = form_body(workflow_id, {"level": "job_finished", "jobid": 4})
-            answer = await http.post(
-                f"{first.url}/update_workflow_status", content=body, headers=FORM
-            )
-            assert answer.status_code == 200
-            seen = await next_event(jobs)
-            while seen["type"] != "job.updated":
-                seen = await next_event(jobs)
-            assert (seen["job"]["jobid"], seen["job"]["status"]) == (4, "Done")
+        finished = {"level": "job_finished", "jobid": 4}
+        job = await posted_then_seen(http, first, second, workflow_id, finished)
+        assert (job["jobid"], job["status"]) == (4, "Done")

@@ -72,6 +72,14 @@ class Backend(Protocol):
     async def stop(self) -> None: ...
 
 
+async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel a backend's task, if it has one, and wait for it to end."""
+    if task is not None:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 class MemoryBackend:
     name = "memory"
     crosses_processes = False
@@ -187,11 +195,8 @@ class SQLiteFileBackend:
         pass  # the commit itself is the notice
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await _cancelled(self._task)
+        self._task = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -245,11 +250,8 @@ class _Listener:
         self._task = asyncio.create_task(self._listen_forever(), name=f"panoptes-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await _cancelled(self._task)
+        self._task = None
         self._connected = False
 
     def _listening(self) -> None:
