@@ -42,6 +42,9 @@ W = WorkflowStatus
 # Retention: how often the server looks for expired workflows, and how many one write removes.
 PRUNE_EVERY_SECONDS = 3600.0
 PRUNE_BATCH = 200
+# Seconds a write that removes many workflows at once may take before it counts as hung (any
+# other write: PANOPTES_DB_TIMEOUT).
+LONG_WRITE_SECONDS = 120.0
 # Statuses retention may remove: finished runs, and Stale ones (never Running).
 PRUNABLE = frozenset({*FINISHED, W.STALE})
 
@@ -196,7 +199,7 @@ class Service:
 
         removed = 0
         while True:
-            count = await self.writer.submit(op)
+            count = await self.writer.submit(op, allowed_seconds=LONG_WRITE_SECONDS)
             removed += count
             if count < PRUNE_BATCH:
                 return removed
@@ -285,4 +288,6 @@ class Service:
         await self.writer.submit(op)
 
     async def delete_all(self) -> int:
-        return await self.writer.submit(lambda tx: tx.remove_all_workflows())
+        return await self.writer.submit(
+            lambda tx: tx.remove_all_workflows(), allowed_seconds=LONG_WRITE_SECONDS
+        )

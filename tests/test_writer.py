@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select
 from panoptes import ingest
 from panoptes.app import create_app
 from panoptes.config import Config, database_url
-from panoptes.errors import InvalidMessage
+from panoptes.errors import DatabaseUnavailable, InvalidMessage
 from panoptes.models import Event, Workflow
 from panoptes.service import Service
 from panoptes.store import Changes, Tx
@@ -480,3 +480,27 @@ async def test_a_batch_holds_at_most_so_much_work(app: Quart) -> None:
     ]
     assert sum(sizes) == 12
     assert max(sizes) == 4  # 4 x weight reaches the bound: the fifth waits for the next
+
+
+async def test_a_write_past_its_time_gets_503_unless_it_was_allowed_longer(app: Quart) -> None:
+    """The watchdog (issue 15.4): a submitter waits PANOPTES_DB_TIMEOUT for its commit at
+    most, unless the write was submitted as one that may take long (delete all, prune)."""
+    writer = service(app).writer
+    if writer._thread is None:
+        pytest.skip("a slow operation here would hold the event loop the timer runs on")
+    writer.timeout = 0.2
+
+    def slow(tx: Tx) -> str:
+        time.sleep(0.6)
+        return "done"
+
+    with pytest.raises(DatabaseUnavailable) as refused:
+        await writer.submit(slow)
+    assert refused.value.status == 503 and "0.2 s" in refused.value.detail
+    # While that batch still runs, past its time, new writes are refused at once.
+    began = time.monotonic()
+    with pytest.raises(DatabaseUnavailable):
+        await writer.submit(lambda tx: None)
+    assert time.monotonic() - began < 0.1
+    await asyncio.sleep(0.6)  # the slow one ends
+    assert await writer.submit(slow, allowed_seconds=5) == "done"

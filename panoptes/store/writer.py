@@ -60,6 +60,8 @@ class _Pending:
     future: asyncio.Future[Any]
     preload: Preload | None = None
     weight: int = 1
+    # Seconds it may take (the writer's timeout unless the submitter asked for longer).
+    allowance: float = 0.0
 
 
 class Writer:
@@ -91,8 +93,9 @@ class Writer:
         self.timeout = timeout
         # Told True when a batch starts and False when it has ended (the feed's turns).
         self._on_busy = on_busy
-        # When the batch in flight began (time.monotonic), if one is.
+        # When the batch in flight began (time.monotonic), if one is, and how long it may take.
         self._busy_since: float | None = None
+        self._allowance = timeout
         # Why the database failed the last write, until a write succeeds again.
         self.failing: str | None = None
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
@@ -144,28 +147,35 @@ class Writer:
             self._turn.close()
 
     async def submit(
-        self, operation: Callable[[Tx], T], preload: Preload | None = None, weight: int = 1
+        self,
+        operation: Callable[[Tx], T],
+        preload: Preload | None = None,
+        weight: int = 1,
+        allowed_seconds: float | None = None,
     ) -> T:
         """Run `operation` in a write transaction; its result once that has committed.
 
         The operation runs synchronously, maybe in the writer's thread, together with the
         other operations of its batch: it may only use the Tx it is given. `weight` is
-        about how many rows it writes (see MAX_BATCH_WEIGHT)."""
+        about how many rows it writes (see MAX_BATCH_WEIGHT). `allowed_seconds`, for what
+        may rightly take long (removing many workflows at once), replaces the writer's
+        timeout: a batch holding it is taken for hung only after that long."""
+        allowance = max(allowed_seconds or 0.0, self.timeout)
         if self._task is None or self._task.done():
             raise RuntimeError("the writer is not running")
         stalled = self.stalled_for()
         if stalled is not None:
             raise DatabaseUnavailable(f"has not finished a write for {stalled:.0f} s")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(operation, future, preload, weight))
+        await self._queue.put(_Pending(operation, future, preload, weight, allowance))
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(allowance):
                 return await asyncio.shield(future)
         except TimeoutError:
             # Not yet begun: it never will (the writer skips what is done). Begun: it may
             # still commit, as a message a client sends again would be stored twice.
             future.cancel()
-            raise DatabaseUnavailable(f"did not answer within {self.timeout:g} s") from None
+            raise DatabaseUnavailable(f"did not answer within {allowance:g} s") from None
 
     def file_problem(self) -> str | None:
         """What is wrong with the SQLite file, if it is no longer the one the server opened."""
@@ -191,7 +201,7 @@ class Writer:
         if since is None:
             return None
         running = time.monotonic() - since
-        return running if running > self.timeout else None
+        return running if running > self._allowance else None
 
     async def _run(self) -> None:
         stopping = False
@@ -217,6 +227,7 @@ class Writer:
                 weight += item.weight
             batch = [pending for pending in batch if not pending.future.done()]  # given up
             if batch:
+                self._allowance = max(pending.allowance for pending in batch)
                 self._busy_since = time.monotonic()
                 self._tell_busy(True)
                 try:
