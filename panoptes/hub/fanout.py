@@ -272,6 +272,8 @@ class Hub:
     async def _pump(self) -> None:
         """One pass: deliver every event committed after the last one delivered."""
         assert self._events is not None
+        if not self.backend.crosses_processes:
+            return  # alone on an SQLite file (so far): publish delivers directly
         if not self.subscriber_count:
             # Nobody to deliver to: move past what was committed without reading it. A
             # subscriber that comes later reads the head itself after subscribing (feed.py),
