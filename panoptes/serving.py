@@ -65,39 +65,36 @@ def redact(text: str, token: str | None = None) -> str:
 
 
 class RedactTokens(logging.Filter):
-    """A handler filter: each line it lets through is redacted, traceback included."""
+    """A handler filter: each line it lets through is redacted, traceback included, of the
+    patterns above and of the token the app serves with (one per process, as logging is)."""
 
-    def __init__(self, token: str | None) -> None:
-        super().__init__()
-        self.token = token
+    token: str | None = None  # set by redact_logs
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        clean = redact(message, self.token)
+        clean = redact(message, RedactTokens.token)
         if clean != message:
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.token)
+            record.exc_text = redact(record.exc_text, RedactTokens.token)
         return True
 
 
 def redact_logs(token: str | None) -> None:
-    """Put RedactTokens on every handler of LOGGERS (once each; the token, too, on those
-    there already). Called when serving starts, whichever server and flags run the app;
-    Hypercorn's loggers may come later, and RedactingLogger sees to them."""
+    """Redact `token` (and the patterns) from every line of the handlers of LOGGERS. Called
+    when serving starts, whichever server and flags run the app; Hypercorn's loggers may
+    come later, and RedactingLogger sees to them."""
+    RedactTokens.token = token
     for name in LOGGERS:
-        _redact_handlers(logging.getLogger(name), token)
+        _redact_handlers(logging.getLogger(name))
 
 
-def _redact_handlers(logger: logging.Logger | None, token: str | None) -> None:
+def _redact_handlers(logger: logging.Logger | None) -> None:
     for handler in logger.handlers if logger is not None else ():
-        present = [f for f in handler.filters if isinstance(f, RedactTokens)]
-        for existing in present:
-            existing.token = token or existing.token
-        if not present:
-            handler.addFilter(RedactTokens(token))
+        if not any(isinstance(f, RedactTokens) for f in handler.filters):
+            handler.addFilter(RedactTokens())
 
 
 class RedactingLogger(HypercornLogger):
@@ -105,9 +102,8 @@ class RedactingLogger(HypercornLogger):
 
     def __init__(self, config: HypercornConfig) -> None:
         super().__init__(config)
-        token = os.environ.get("PANOPTES_TOKEN", "").strip() or None
-        _redact_handlers(self.access_logger, token)
-        _redact_handlers(self.error_logger, token)
+        _redact_handlers(self.access_logger)
+        _redact_handlers(self.error_logger)
 
 
 # ----------------------------------------------------------------- settings
