@@ -151,12 +151,10 @@ def check(
     raise no_token()
 
 
-def feed_needs_token_from(config: Config, cookie: str | None) -> bool:
-    """Whether a page's feed would be refused for want of the token (PANOPTES_PRIVATE_FEED,
-    and this browser has no token cookie): the page then says so instead of retrying."""
-    if config.token is None or not config.private_feed:
-        return False
-    return not _matches(cookie, config.token)
+def feed_needs_token(config: Config) -> bool:
+    """Whether the feed takes only those who give the token: with one set, when reading is
+    not public, or the feed is private (PANOPTES_PRIVATE_FEED)."""
+    return config.token is not None and (not config.public_read or config.private_feed)
 
 
 def install(app: Quart, config: Config) -> None:
@@ -181,21 +179,25 @@ def install(app: Quart, config: Config) -> None:
 
     @app.before_websocket
     async def check_websocket() -> Response | None:
-        if config.token is None or (config.public_read and not config.private_feed):
+        if not feed_needs_token(config):
             return None
         given = (
             _bearer(websocket.headers)
             or path_token(websocket.scope)
             or websocket.cookies.get(COOKIE)
         )
-        if _matches(given, config.token):
+        if _matches(given, config.token or ""):
             return None
         return error_response(Unauthorized("the feed needs this panoptes' token"))
 
     @app.context_processor
     async def feed_state() -> dict[str, Any]:
-        closed = has_request_context() and feed_needs_token_from(
-            config, request.cookies.get(COOKIE)
+        # A page whose feed would be refused (this browser has no token cookie, the one
+        # way a page's script gives it) says so instead of retrying for ever.
+        closed = (
+            has_request_context()
+            and feed_needs_token(config)
+            and not _matches(request.cookies.get(COOKIE), config.token or "")
         )
         return {"feed_closed": closed}
 
