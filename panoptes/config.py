@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DB_FILE = ".panoptes.db"
+# Seconds a database operation may take (PANOPTES_DB_TIMEOUT).
+DEFAULT_DB_TIMEOUT = 5.0
 
 
 class ConfigError(ValueError):
@@ -109,7 +111,7 @@ class Config:
     write_batch_size: int = 256
     # Seconds any database operation may take (connecting, a statement, a write waiting
     # for its commit) before the request gets 503 and service-info says "unavailable".
-    db_timeout: float = 5.0
+    db_timeout: float = DEFAULT_DB_TIMEOUT
     # Origins (scheme://host:port) whose pages may open the websocket feed, besides the
     # server's own; "*" allows any. Clients that send no Origin (scripts) are always let in.
     allowed_origins: tuple[str, ...] = ()

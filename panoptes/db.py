@@ -14,6 +14,8 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from .config import DEFAULT_DB_TIMEOUT
+
 
 def _sqlite_pragmas(timeout: float) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -47,8 +49,6 @@ def json_loads(text: str | bytes) -> Any:
 
 
 JSON_OPTIONS: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
-# Seconds a database operation may take, unless the server's PANOPTES_DB_TIMEOUT says.
-DEFAULT_TIMEOUT = 5.0
 
 
 def database_failed(exc: BaseException) -> bool:
@@ -71,7 +71,7 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def make_engine(url: str, timeout: float = DEFAULT_TIMEOUT) -> AsyncEngine:
+def make_engine(url: str, timeout: float = DEFAULT_DB_TIMEOUT) -> AsyncEngine:
     """The server's engine. Every operation on it is bounded by `timeout` seconds: a database
     that hangs costs an error in that time, never a wait without end."""
     if url.startswith("sqlite"):
@@ -97,7 +97,7 @@ def make_engine(url: str, timeout: float = DEFAULT_TIMEOUT) -> AsyncEngine:
     )
 
 
-def make_sync_sqlite_engine(url: URL, timeout: float = DEFAULT_TIMEOUT) -> Engine:
+def make_sync_sqlite_engine(url: URL, timeout: float = DEFAULT_DB_TIMEOUT) -> Engine:
     """A plain (sqlite3) engine on the same SQLite file as the app's async engine, for the
     writer's own thread (writer.py); same settings, same JSON encoding."""
     engine = create_engine(

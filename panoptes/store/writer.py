@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..config import DEFAULT_DB_TIMEOUT
 from ..db import database_failed, make_sync_sqlite_engine, sqlite_file
 from ..errors import DatabaseUnavailable, PanoptesError
 from ..models import Event
@@ -84,7 +85,7 @@ class Writer:
         publish: Publisher,
         batch_size: int = 256,
         on_refused: RefusalCounter | None = None,
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_DB_TIMEOUT,
         on_busy: Callable[[bool], None] | None = None,
     ) -> None:
         self._publish = publish
@@ -96,8 +97,8 @@ class Writer:
         # When the batch in flight began (time.monotonic), if one is, and how long it may take.
         self._busy_since: float | None = None
         self._allowance = timeout
-        # Why the database failed the last write, until a write succeeds again.
-        self.failing: str | None = None
+        # Whether the database failed the last write (until a write succeeds again).
+        self.failing = False
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         sqlite = engine.dialect.name == "sqlite"
@@ -241,7 +242,7 @@ class Writer:
         problem = self.file_problem()
         if problem is not None:  # what it committed would be lost with the unlinked inode
             log.error("refusing a write batch of %d: the database %s", len(batch), problem)
-            self._fail(batch, problem, problem, FILE_ADVICE)
+            self._fail(batch, problem, FILE_ADVICE)
             return
         try:
             outcome = await self._run_in_transaction(batch)
@@ -249,8 +250,7 @@ class Writer:
             if database_failed(exc):
                 # Alone, each would only fail the same way, each after its own wait.
                 log.error("the database failed a write batch of %d: %r", len(batch), exc)
-                name = type(exc).__name__
-                self._fail(batch, f"the last write failed: {name}", f"failed ({name})")
+                self._fail(batch, f"failed ({type(exc).__name__})")
                 return
             # Something unexpected failed: nothing of the batch was kept. Run each
             # operation alone so one bad message cannot cost the others.
@@ -260,10 +260,8 @@ class Writer:
             return
         await self._finish(batch, outcome)
 
-    def _fail(
-        self, batch: list[_Pending], failing: str, what: str, advice: str = "try again later"
-    ) -> None:
-        self.failing = failing
+    def _fail(self, batch: list[_Pending], what: str, advice: str = "try again later") -> None:
+        self.failing = True
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(DatabaseUnavailable(what, advice))
@@ -293,7 +291,7 @@ class Writer:
             return _transaction(session, batch)
 
     async def _finish(self, batch: list[_Pending], outcome: _Outcome) -> None:
-        self.failing = None
+        self.failing = False
         for pending, (ok, value) in zip(batch, outcome.results, strict=True):
             if pending.future.done():
                 continue
