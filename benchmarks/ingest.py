@@ -10,11 +10,18 @@ job_started, job_info and job_finished in order (the way Snakemake does), spread
 progress message ends it. Afterwards every workflow and job is read back through the REST API
 and compared with what was sent: a lost or wrong job fails the run.
 
+Each --servers HTTP server (uvicorn, what `panoptes` runs on; Hypercorn; granian) serves
+panoptes in turn, and each row is paired with its ceiling, measured in the same run: that
+server alone (bare_asgi.py: reads each body, stores nothing) with the same settings,
+workers, connections and load. "N% of bare uvicorn" is the share of the HTTP stack's own
+throughput that ingest reaches on this machine.
+
+--connections: `keep-alive` sends every message of a connection over one TCP connection,
+as the Snakemake 9 plugin does; `close` opens a new connection per message, as Snakemake 7
+and 8 do (requests.post without a session).
+
 The baseline, measured in the same run, is the same server with group commit turned off
 (PANOPTES_WRITE_BATCH_SIZE=1: one transaction, one fsync-free WAL commit, per message).
-The ceiling, also measured in the same run, is Hypercorn alone (bare_asgi.py: reads each
-body, stores nothing) with the same settings, workers and load; "N% of bare Hypercorn" is
-the share of the HTTP stack's own throughput that ingest reaches on this machine.
 The load generator runs on the same machine, so the figures are a lower bound.
 """
 
@@ -45,6 +52,8 @@ from server import BARE_APP, Server, form_body
 ROOT = Path(__file__).resolve().parent.parent
 LOADGEN = ROOT / ".cache" / "loadgen" / "release" / "panoptes-loadgen"
 RULES = ("align", "sort", "index", "call", "report")
+INGEST = "/update_workflow_status"
+SERVERS = ("uvicorn", "hypercorn", "granian")
 
 
 class Connection:
@@ -139,7 +148,7 @@ class Result:
             return 1000 * lat[min(len(lat) - 1, int(p * len(lat)))]
 
         return (
-            f"{self.label:<34} {self.events:>7} {self.events / self.seconds:>9.0f} "
+            f"{self.label:<40} {self.events:>7} {self.events / self.seconds:>9.0f} "
             f"{1000 * statistics.median(lat):>8.1f} {pct(0.99):>8.1f} {1000 * lat[-1]:>8.1f} "
             f"{self.failures:>6} {self.rss_mb:>7.0f} {1e6 * self.server_cpu / self.events:>7.0f} "
             f"{1e6 * self.client_cpu / self.events:>7.0f}  {self.verdict}"
@@ -177,14 +186,17 @@ class Sent:
     first_error: str
 
 
-def send_with_loadgen(port: int, concurrency: int, work: list[Unit], folder: Path) -> Sent:
-    """The Rust load generator (benchmarks/loadgen): one blocking thread per connection."""
+def send_with_loadgen(
+    port: int, concurrency: int, work: list[Unit], folder: Path, mode: str = "keep-alive"
+) -> Sent:
+    """The Rust load generator (benchmarks/loadgen): one blocking thread per connection;
+    `mode` close: a new TCP connection for every request."""
     work_file = folder / "work.txt"
     work_file.write_bytes(
         b"".join(f"{kind} {wf} ".encode() + b" ".join(bodies) + b"\n" for kind, wf, bodies in work)
     )
     done = subprocess.run(
-        [str(LOADGEN), str(port), str(concurrency), str(work_file)],
+        [str(LOADGEN), str(port), str(concurrency), str(work_file), INGEST, mode],
         check=True,
         capture_output=True,
     )
@@ -244,13 +256,15 @@ async def register(server: Server, count: int) -> list[int]:
         return ids
 
 
-def load(server: Server, args: argparse.Namespace, concurrency: int, folder: Path) -> Result:
+def load(
+    server: Server, args: argparse.Namespace, concurrency: int, folder: Path, mode: str
+) -> Result:
     ids = asyncio.run(register(server, args.workflows * args.rounds))
     work = units(ids, args.jobs)
     server_cpu = server.cpu_seconds()
     if args.client == "rust":
         client_cpu = children_cpu_seconds()
-        sent = send_with_loadgen(server.port, concurrency, work, folder)
+        sent = send_with_loadgen(server.port, concurrency, work, folder, mode)
         client_cpu = children_cpu_seconds() - client_cpu
     else:
         client_cpu = time.process_time()
@@ -261,7 +275,7 @@ def load(server: Server, args: argparse.Namespace, concurrency: int, folder: Pat
         print(f"first refused request: {sent.first_error[:300]}", file=sys.stderr)
     problems = asyncio.run(verify(server, ids, args.jobs))
     return Result(
-        label(server, concurrency),
+        label(server, concurrency, mode),
         len(sent.latencies),
         sent.seconds,
         sent.latencies,
@@ -273,11 +287,16 @@ def load(server: Server, args: argparse.Namespace, concurrency: int, folder: Pat
     )
 
 
-def label(server: Server, concurrency: int) -> str:
+def label(server: Server, concurrency: int, mode: str) -> str:
     batch = server.env.get("PANOPTES_WRITE_BATCH_SIZE")
-    kind = "one commit per message" if batch == "1" else "group commit"
-    workers = f", {server.workers} workers" if server.workers > 1 else ""
-    return f"{kind}{workers} c={concurrency}"
+    kind = "1 commit/msg" if batch == "1" else "panoptes"
+    return f"{kind} {describe(server, concurrency, mode)}"
+
+
+def describe(server: Server, concurrency: int, mode: str) -> str:
+    workers = f" x{server.workers}" if server.workers > 1 else ""
+    connect = ", conn/req" if mode == "close" else ""
+    return f"{server.http}{workers} c={concurrency}{connect}"
 
 
 def children_cpu_seconds() -> float:
@@ -309,32 +328,41 @@ async def verify(server: Server, ids: list[int], jobs: int) -> list[str]:
     return problems
 
 
-def run(
-    args: argparse.Namespace, env: dict[str, str], concurrency: int, folder: Path, workers: int = 1
-) -> Result:
+@dataclass(frozen=True)
+class Shape:
+    """What one run varies: the HTTP server, its processes, the connections and their mode."""
+
+    http: str
+    workers: int
+    concurrency: int
+    mode: str  # keep-alive | close
+
+
+def run(args: argparse.Namespace, env: dict[str, str], shape: Shape, folder: Path) -> Result:
     db = folder / f"ingest-{len(list(folder.iterdir()))}.db"
     with database(args.postgres) as db_url:
-        server = Server(db=db, env=env, workers=workers, db_url=db_url).start()
+        server = Server(
+            db=db, env=env, workers=shape.workers, db_url=db_url, http=shape.http
+        ).start()
         try:
-            return load(server, args, concurrency, folder)
+            return load(server, args, shape.concurrency, folder, shape.mode)
         finally:
             server.stop()
 
 
-def run_bare(args: argparse.Namespace, concurrency: int, folder: Path, workers: int) -> Result:
+def run_bare(args: argparse.Namespace, shape: Shape, folder: Path) -> Result:
     """The same load against bare_asgi.py: nothing is stored, so nothing is checked."""
     db = folder / f"bare-{len(list(folder.iterdir()))}.db"  # names only the log
-    server = Server(db=db, workers=workers, app=BARE_APP).start()
+    server = Server(db=db, workers=shape.workers, app=BARE_APP, http=shape.http).start()
     try:
         work = units(list(range(1, args.workflows * args.rounds + 1)), args.jobs)
         server_cpu = server.cpu_seconds()
         client_cpu = children_cpu_seconds()
-        sent = send_with_loadgen(server.port, concurrency, work, folder)
+        sent = send_with_loadgen(server.port, shape.concurrency, work, folder, shape.mode)
         client_cpu = children_cpu_seconds() - client_cpu
         server_cpu = server.cpu_seconds() - server_cpu
-        workers_label = f", {workers} workers" if workers > 1 else ""
         return Result(
-            f"bare Hypercorn{workers_label} c={concurrency}",
+            f"bare {describe(server, shape.concurrency, shape.mode)}",
             len(sent.latencies),
             sent.seconds,
             sent.latencies,
@@ -392,7 +420,20 @@ def main() -> int:
     parser.add_argument(
         "--workers",
         default="1",
-        help="comma-separated server process counts; above 1 runs hypercorn --workers N",
+        help="comma-separated server process counts; above 1 runs the server's own "
+        "--workers N, sharing live events through --broadcast",
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated HTTP servers among {', '.join(SERVERS)} (the first is the "
+        "baseline's)",
+    )
+    parser.add_argument(
+        "--connections",
+        default="keep-alive,close",
+        help="comma-separated: keep-alive (the Snakemake 9 plugin) and/or close (a new "
+        "connection per message, as Snakemake 7/8)",
     )
     parser.add_argument(
         "--broadcast",
@@ -415,13 +456,19 @@ def main() -> int:
     parser.add_argument(
         "--no-ceiling",
         action="store_true",
-        help="skip the runs of bare_asgi.py (Hypercorn alone, storing nothing)",
+        help="skip the runs of bare_asgi.py (each server alone, storing nothing)",
     )
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
     worker_counts = [int(count) for count in args.workers.split(",")]
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    modes = [mode.strip() for mode in args.connections.split(",") if mode.strip()]
+    if unknown := set(servers) - set(SERVERS) or set(modes) - {"keep-alive", "close"}:
+        parser.error(f"unknown: {', '.join(sorted(unknown))}")
     if args.client == "rust":
         build_loadgen()
+    elif modes != ["keep-alive"]:
+        parser.error("--connections close needs the Rust load generator")
     # The ceiling needs the Rust client: the Python one would be the bottleneck.
     ceiling_wanted = args.client == "rust" and not args.no_ceiling
     print(
@@ -429,33 +476,35 @@ def main() -> int:
         f"{args.rounds} rounds, 3 messages per job; {os.cpu_count()} CPUs; "
         f"client: {args.client}; database: {'PostgreSQL' if args.postgres else 'SQLite'}"
     )
-    header = f"{'server':<34} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    header = f"{'server':<40} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
     header += f"{'max ms':>8} {'errors':>6} {'RSS MB':>7} {'srv us':>7} {'cli us':>7}  check"
     print(header)
     results: list[Result] = []
+    pairs: list[tuple[Result, Result]] = []  # (panoptes, the bare server) in the same shape
     with tempfile.TemporaryDirectory(prefix="panoptes-bench-") as tmp:
         folder = Path(tmp)
         if not args.no_baseline:
-            env = {"PANOPTES_WRITE_BATCH_SIZE": "1"}
-            results.append(run(args, env, levels[0], folder))
+            first = Shape(servers[0], 1, levels[0], modes[0])
+            results.append(run(args, {"PANOPTES_WRITE_BATCH_SIZE": "1"}, first, folder))
             print(results[-1].row(), flush=True)
-        # (panoptes, bare Hypercorn) at the same workers and connections.
-        pairs: list[tuple[Result, Result]] = []
-        for workers in worker_counts:
-            env = {"PANOPTES_BROADCAST_URL": args.broadcast} if workers > 1 else {}
-            for level in levels:
-                results.append(run(args, env, level, folder, workers))
-                print(results[-1].row(), flush=True)
-                if ceiling_wanted:
-                    pairs.append((results[-1], run_bare(args, level, folder, workers)))
-                    print(pairs[-1][1].row(), flush=True)
+        for http in servers:
+            for workers in worker_counts:
+                env = {"PANOPTES_BROADCAST_URL": args.broadcast} if workers > 1 else {}
+                for mode in modes:
+                    for level in levels:
+                        shape = Shape(http, workers, level, mode)
+                        results.append(run(args, env, shape, folder))
+                        print(results[-1].row(), flush=True)
+                        if ceiling_wanted:
+                            pairs.append((results[-1], run_bare(args, shape, folder)))
+                            print(pairs[-1][1].row(), flush=True)
     print("srv us / cli us: CPU time per event of the server processes / of the load generator")
     for ours, bare in pairs:
-        print(f"{ours.label}: {ours.rate / bare.rate:.0%} of bare Hypercorn's {bare.rate:.0f}/s")
+        print(f"{ours.label}: {ours.rate / bare.rate:.0%} of {bare.label}'s {bare.rate:.0f}/s")
     if not args.no_baseline:
         base, grouped = results[0], results[1]
         print(
-            f"group commit vs one commit per message at c={levels[0]}: "
+            f"group commit vs one commit per message ({base.label}): "
             f"{grouped.rate / base.rate:.2f}x events/s"
         )
     wrong = [p for result in results for p in result.problems]

@@ -33,6 +33,31 @@ def form_body(workflow_id: int, msg: dict[str, Any], stamp: str | None = None) -
     return urlencode(fields)
 
 
+def server_command(http: str, app: str, port: int, workers: int) -> list[str]:
+    """`http` serving `app` on its own command line, with the settings panoptes uses:
+    uvloop, a backlog of 2048, no websocket compression or protocol pings, `workers`
+    processes."""
+    factory = app == PANOPTES_APP
+    target = "panoptes.app:create_app" if factory else app
+    if http == "hypercorn":
+        command = [sys.executable, "-m", "hypercorn", "--workers", str(workers)]
+        command += ["--worker-class", "uvloop", "--backlog", "2048"]
+        return [*command, "--bind", f"127.0.0.1:{port}", app]
+    if http == "uvicorn":
+        command = [sys.executable, "-m", "uvicorn", "--workers", str(workers), "--loop", "uvloop"]
+        command += ["--http", "httptools", "--ws", "websockets-sansio", "--backlog", "2048"]
+        command += ["--ws-per-message-deflate", "false", "--ws-ping-interval", "86400"]
+        command += ["--no-access-log", "--no-proxy-headers", "--host", "127.0.0.1"]
+        command += ["--port", str(port), *(["--factory"] if factory else []), target]
+        return command
+    if http == "granian":
+        command = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop"]
+        command += ["--workers", str(workers), "--backlog", "2048", "--no-access-log"]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
+        return [*command, *(["--factory"] if factory else []), target]
+    raise ValueError(f"unknown HTTP server {http!r}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,8 +77,11 @@ class Server:
     workers: int = 1
     # Another database than the SQLite file `db` (whose name then only places the log).
     db_url: str | None = None
-    # What Hypercorn serves: panoptes, or BARE_APP (Hypercorn alone, storing nothing).
+    # What the server serves: panoptes, or BARE_APP (the HTTP server alone, storing nothing).
     app: str = PANOPTES_APP
+    # The HTTP server: uvicorn or hypercorn (`panoptes` runs on either: PANOPTES_SERVER),
+    # or granian (run as its own command).
+    http: str = "uvicorn"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,12 +97,15 @@ class Server:
         log = self.db.with_suffix(".log").open("ab")
         database = self.db_url or str(self.db.resolve())  # the server runs in HERE
         command = [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", database]
-        env = {**os.environ, **self.env}
-        if self.workers > 1 or self.app != PANOPTES_APP:
-            command = [sys.executable, "-m", "hypercorn", "--workers", str(self.workers)]
-            command += ["--worker-class", "uvloop", "--backlog", "2048"]
-            command += ["--bind", f"127.0.0.1:{self.port}", self.app]
+        env = {**os.environ, **self.env, "PANOPTES_SERVER": self.http}  # python -m panoptes
+        if (
+            self.workers > 1
+            or self.app != PANOPTES_APP
+            or self.http not in ("uvicorn", "hypercorn")
+        ):
+            command = server_command(self.http, self.app, self.port, self.workers)
             env["PANOPTES_DB_URL"] = database
+            del env["PANOPTES_SERVER"]  # the command line says which
         self.process = subprocess.Popen(
             command,
             env=env,

@@ -7,6 +7,7 @@ import logging
 from quart import Quart, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
+from . import serving
 from .config import Config
 from .db import database_failed
 from .errors import (
@@ -21,7 +22,7 @@ from .routes import api, auth, feed, hosts, ingest, metrics, pages, wms
 from .routes.html import render_page
 from .routes.respond import error_response
 from .service import Service
-from .serving import close_feeds_on_signals, redact_logs, set_ws_compression
+from .serving import close_feeds_on_signals, redact_logs
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ def create_app(config: Config | None = None, *, fast_ingest: bool = True) -> Qua
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["BODY_TIMEOUT"] = wms.BODY_TIMEOUT_SECONDS
-    # A process-wide Hypercorn setting (it has no option for it); see serving.py.
-    set_ws_compression(config.ws_compression)
+    if serving.hypercorn_serves():  # a setting Hypercorn has no option for
+        serving.set_ws_compression(config.ws_compression)
     service = Service(config)
     app.extensions["panoptes"] = service
 

@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hypercorn.utils import LifespanFailureError
 from sqlalchemy.engine import make_url
 
 from . import __version__, serving
@@ -57,6 +56,7 @@ Environment (flags win):
                            server refuses to start on an old schema)
   PANOPTES_RETENTION_DAYS  remove finished workflows older than this, hourly
                            (default 0: keep everything)
+  PANOPTES_SERVER          the HTTP server: uvicorn (default) or hypercorn
 """
 
 USAGE = """\
@@ -159,10 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(DB_COMMANDS[args.db_command](config, args))
     logger = logging.getLogger("panoptes")
     logger.info(
-        "panoptes %s on http://%s:%s, database %s",
+        "panoptes %s on http://%s:%s (%s), database %s",
         __version__,
         config.host,
         config.port,
+        config.server,
         _shown(config.db_url),
     )
     if config.token is None and not _loopback(config.host):
@@ -174,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(config)) as runner:
             runner.run(run(config))
-    except LifespanFailureError as exc:
+    except serving.StartupFailed as exc:
         # Startup failed (a database at an old schema with PANOPTES_AUTO_MIGRATE=0, ...).
         print(f"panoptes: could not start: {exc}", file=sys.stderr)
         return 1

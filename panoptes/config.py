@@ -13,6 +13,8 @@ from typing import Any
 DEFAULT_DB_FILE = ".panoptes.db"
 # Seconds a database operation may take (PANOPTES_DB_TIMEOUT).
 DEFAULT_DB_TIMEOUT = 5.0
+# The HTTP servers the `panoptes` command can run on (PANOPTES_SERVER), the default first.
+SERVERS = ("uvicorn", "hypercorn")
 
 
 class ConfigError(ValueError):
@@ -147,6 +149,8 @@ class Config:
     frame_ancestors: str = "'self'"
     # Serve on uvloop's event loop when it is installed (the `panoptes` command only).
     uvloop: bool = True
+    # The HTTP server the `panoptes` command runs: uvicorn or hypercorn (serving/).
+    server: str = "uvicorn"
     # Where the `panoptes` command writes its access log: None (none), "-" (standard
     # output) or a file. Tokens are taken out of every line (serving.redact).
     access_log: str | None = None
@@ -155,6 +159,9 @@ class Config:
         broadcast_scheme(self.broadcast_url)  # an unknown backend stops the server at startup
         if self.private_feed and self.token is None:
             raise ConfigError("PANOPTES_PRIVATE_FEED needs PANOPTES_TOKEN (or _FILE) set")
+        if self.server not in SERVERS:
+            choices = ", ".join(SERVERS)
+            raise ConfigError(f"PANOPTES_SERVER must be one of {choices}, got {self.server!r}")
         if not self.db_timeout > 0:
             raise ConfigError(f"PANOPTES_DB_TIMEOUT must be above 0 s, got {self.db_timeout}")
 
@@ -192,6 +199,7 @@ class Config:
             private_feed=_bool(env, "PANOPTES_PRIVATE_FEED", cls.private_feed),
             frame_ancestors=env.get("PANOPTES_FRAME_ANCESTORS", "").strip() or cls.frame_ancestors,
             uvloop=_bool(env, "PANOPTES_UVLOOP", cls.uvloop),
+            server=env.get("PANOPTES_SERVER", "").strip().lower() or cls.server,
             access_log=env.get("PANOPTES_ACCESS_LOG", "").strip() or None,
         )
         given = {key: value for key, value in overrides.items() if value is not None}

@@ -144,6 +144,7 @@ class Hub:
         self._by_workflow: dict[int, set[Subscription]] = {}
         # Told the number of subscribers whenever it changes (the metrics' gauge).
         self.on_count: Callable[[int], None] | None = None
+        self._none_left: asyncio.Event | None = None  # set when the last subscriber leaves
         self.delivered_seq = 0  # the last event handed to subscribers
         # The highest seq noticed since the last pass; None after a "maybe missed some".
         self._noticed: int | None = 0
@@ -200,6 +201,12 @@ class Hub:
             for subscription in group:
                 subscription.end()
 
+    async def all_gone(self) -> None:
+        """Return once the last subscriber has left (callers bound the wait)."""
+        if self.subscriber_count:
+            self._none_left = asyncio.Event()
+            await self._none_left.wait()
+
     @property
     def subscriber_count(self) -> int:
         return len(self._everything) + sum(len(s) for s in self._by_workflow.values())
@@ -230,6 +237,8 @@ class Hub:
         self._counted()
 
     def _counted(self) -> None:
+        if self._none_left is not None and not self.subscriber_count:
+            self._none_left.set()
         if self.on_count is not None:
             self.on_count(self.subscriber_count)
 

@@ -23,7 +23,6 @@ import hmac
 from typing import Any
 from urllib.parse import urlsplit
 
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart import Quart, Response, has_request_context, redirect, request, websocket
 
 from ..config import Config
@@ -47,9 +46,7 @@ class TokenPrefix:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(
-        self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket") and scope["path"].startswith("/t/"):
             token, _, rest = scope["path"][3:].partition("/")
             raw = scope.get("raw_path") or scope["path"].encode()

@@ -3,7 +3,12 @@
 //! latency as JSON. It is written in Rust so that the load costs the shared two cores little
 //! (a Python client spends about as much CPU per request as the server does).
 //!
-//!     panoptes-loadgen <port> <connections> <work file> [path]
+//!     panoptes-loadgen <port> <connections> <work file> [path] [keep-alive|close]
+//!
+//! `keep-alive` (the default) keeps each connection open across requests, as the Snakemake 9
+//! plugin does; `close` opens a new TCP connection for every request and closes it once the
+//! answer has arrived, as Snakemake 7 and 8 do (`requests.post` without a session). The
+//! latency of a request includes its connect in that mode.
 //!
 //! The work file has one unit of messages per line; a unit's messages go out in order on
 //! one connection, each after the previous one was answered, as Snakemake sends them:
@@ -117,6 +122,8 @@ fn done(shared: &Shared, unit: &Unit) {
 
 struct Connection {
     port: u16,
+    // A new connection per request (Snakemake 7/8) instead of one kept alive.
+    per_request: bool,
     stream: Option<TcpStream>,
     buffer: Vec<u8>,
 }
@@ -171,7 +178,7 @@ impl Connection {
         }
         let body = self.buffer[head_end..head_end + length].to_vec();
         self.buffer.drain(..head_end + length);
-        if close {
+        if close || self.per_request {
             self.stream = None;
         }
         Ok((status, body))
@@ -182,8 +189,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|window| window == needle)
 }
 
-fn worker(shared: Arc<Shared>, port: u16, path: String) -> Outcome {
-    let mut connection = Connection { port, stream: None, buffer: Vec::new() };
+fn worker(shared: Arc<Shared>, port: u16, path: String, per_request: bool) -> Outcome {
+    let mut connection = Connection { port, per_request, stream: None, buffer: Vec::new() };
     let mut outcome = Outcome { latencies_us: Vec::new(), errors: 0, first_error: None };
     while let Some(unit) = take(&shared) {
         for body in &unit.bodies {
@@ -218,19 +225,29 @@ fn worker(shared: Arc<Shared>, port: u16, path: String) -> Outcome {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: panoptes-loadgen <port> <connections> <work file> [path]");
+        eprintln!(
+            "usage: panoptes-loadgen <port> <connections> <work file> [path] [keep-alive|close]"
+        );
         std::process::exit(2);
     }
     let port: u16 = args[1].parse().expect("port");
     let connections: usize = args[2].parse().expect("connections");
     let path = args.get(4).cloned().unwrap_or_else(|| "/update_workflow_status".into());
+    let per_request = match args.get(5).map(String::as_str) {
+        None | Some("keep-alive") => false,
+        Some("close") => true,
+        Some(other) => {
+            eprintln!("unknown connection mode {other:?}: keep-alive or close");
+            std::process::exit(2);
+        }
+    };
     let shared = Arc::new(Shared { work: Mutex::new(read_work(&args[3])), ready: Condvar::new() });
     let started = Instant::now();
     let threads: Vec<_> = (0..connections)
         .map(|_| {
             let shared = Arc::clone(&shared);
             let path = path.clone();
-            std::thread::spawn(move || worker(shared, port, path))
+            std::thread::spawn(move || worker(shared, port, path, per_request))
         })
         .collect();
     let outcomes: Vec<Outcome> = threads.into_iter().map(|t| t.join().unwrap()).collect();
