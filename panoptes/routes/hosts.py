@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+from functools import lru_cache
 from typing import Any
 
 from ..config import Config
@@ -48,6 +49,7 @@ def host_name(header: str) -> str:
     return name.rstrip(".")
 
 
+@lru_cache(maxsize=256)
 def _is_address(name: str) -> bool:
     try:
         ipaddress.ip_address(name)

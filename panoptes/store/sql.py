@@ -10,29 +10,21 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Column,
-    Executable,
-    Select,
-    and_,
     bindparam,
     event,
-    func,
-    insert,
     inspect,
-    or_,
     select,
     text,
-    update,
 )
 from sqlalchemy.orm import Session
 
-from ..models import JOB_COLUMNS, JOBS, Event, Job, JobRow, Workflow
+from ..models import Event, JobRow, Workflow
 from ..shapes import count_job, rule_view
+from .rows import Driver
 
 try:
     import fcntl
@@ -67,26 +59,6 @@ class Loaded:
 
 _WORKFLOWS_BY_ID = select(Workflow).where(Workflow.id.in_(bindparam("ids", expanding=True)))
 
-JOB_BY_KEY = select(JOBS).where(
-    JOBS.c.workflow_id == bindparam("workflow_id"), JOBS.c.jobid == bindparam("jobid")
-)
-
-
-@lru_cache(maxsize=64)
-def _jobs_by_key(workflows: int) -> Select[Any]:
-    """The jobs of `workflows` workflows, each with its own list of job ids."""
-    return select(JOBS).where(
-        or_(
-            *(
-                and_(
-                    JOBS.c.workflow_id == bindparam(f"w{i}"),
-                    JOBS.c.jobid.in_(bindparam(f"j{i}", expanding=True)),
-                )
-                for i in range(workflows)
-            )
-        )
-    )
-
 
 def preload(session: Session, wanted: list[Preload]) -> Loaded:
     workflow_ids = sorted({workflow_id for p in wanted for workflow_id in p.workflows})
@@ -94,30 +66,27 @@ def preload(session: Session, wanted: list[Preload]) -> Loaded:
     for start in range(0, len(workflow_ids), KEYS_PER_QUERY):
         chunk = workflow_ids[start : start + KEYS_PER_QUERY]
         workflows += session.scalars(_WORKFLOWS_BY_ID, {"ids": chunk})
-    keys = sorted({key for p in wanted for key in p.jobs})
+    keys = {key for p in wanted for key in p.jobs}
+    by_workflow: dict[int, list[int]] = {}
+    for workflow_id, jobid in sorted(keys):
+        by_workflow.setdefault(workflow_id, []).append(jobid)
     jobs: dict[JobKey, JobRow] = {}
-    for start in range(0, len(keys), KEYS_PER_QUERY):
-        by_workflow: dict[int, list[int]] = {}
-        for workflow_id, jobid in keys[start : start + KEYS_PER_QUERY]:
-            by_workflow.setdefault(workflow_id, []).append(jobid)
-        params: dict[str, Any] = {}
-        for i, (workflow_id, jobids) in enumerate(by_workflow.items()):
-            params[f"w{i}"] = workflow_id
-            params[f"j{i}"] = jobids
-        for row in session.execute(_jobs_by_key(len(by_workflow)), params):
-            jobs[(row.workflow_id, row.jobid)] = JobRow(row._mapping, new=False)
-    return Loaded(workflows, jobs, set(keys) - jobs.keys())
+    rows = driver(session)
+    for workflow_id, jobids in by_workflow.items():
+        for job in rows.jobs(workflow_id, jobids):
+            jobs[(job.workflow_id, job.jobid)] = job
+    return Loaded(workflows, jobs, keys - jobs.keys())
+
+
+def driver(session: Session) -> Driver:
+    """The driver-level statements of the session's open transaction (rows.py)."""
+    found = session.info.get("panoptes.driver")
+    if found is None or found.connection is not session.connection():
+        found = session.info["panoptes.driver"] = Driver(session)
+    return found
 
 
 # ---- writing
-
-
-# A job row is written whole: one statement shape for every changed job.
-_UPDATE_JOB = (
-    update(JOBS)
-    .where(JOBS.c.id == bindparam("p_id"))
-    .values({name: bindparam(f"p_{name}", type_=JOBS.c[name].type) for name in JOB_COLUMNS[1:]})
-)
 
 
 def flush(session: Session, jobs: dict[JobKey, JobRow]) -> None:
@@ -126,54 +95,27 @@ def flush(session: Session, jobs: dict[JobKey, JobRow]) -> None:
     session.flush()
     new = [job for job in jobs.values() if job.new]
     changed = [job for job in jobs.values() if job.changed and not job.new]
+    rows = driver(session)
     if new:
-        _insert_jobs(session, new)
+        rows.insert_jobs(new)
     if changed:
-        session.execute(
-            _UPDATE_JOB, [{f"p_{k}": v for k, v in job.values().items()} for job in changed]
-        )
+        rows.update_jobs(changed)
     for job in (*new, *changed):
         job.written()
 
 
-def _insert_jobs(session: Session, new: list[JobRow]) -> None:
-    """New jobs in one statement, each given its id."""
-    rows = [{k: v for k, v in job.values().items() if k != "id"} for job in new]
-    ids = _insert_numbered(session, JOBS.c.id, _LAST_JOB_ID, rows)
-    for job, number in zip(new, ids, strict=True):
-        job.id = number
+def insert_events(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Write events with one statement; returns their seqs, in the order of `rows`."""
+    return driver(session).insert_events(
+        [(row["type"], row["workflow_id"], row["payload"], row["created_at"]) for row in rows]
+    )
 
 
 EVENTS = Event.metadata.tables[Event.__tablename__]
-_LAST_JOB_ID = select(func.max(Job.id))
 _LAST_SEQ = text(
     "SELECT max((SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'),"
     " (SELECT coalesce(max(seq), 0) FROM events))"
 )
-
-
-def insert_events(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Write events with one statement; returns their seqs, in the order of `rows`."""
-    return _insert_numbered(session, EVENTS.c.seq, _LAST_SEQ, rows)
-
-
-def _insert_numbered(
-    session: Session, key: Column[int], last: Executable, rows: list[dict[str, Any]]
-) -> list[int]:
-    """Insert rows into the table of `key` with one statement; returns their keys, in the
-    order of `rows`. SQLite would number the rows of a multi-row INSERT one statement at a
-    time (see _number_new_rows), so there they are numbered here, after the highest key
-    `last` finds: the batch holds the write lock. Elsewhere INSERT ... RETURNING gives them,
-    in parameter order."""
-    table = key.table
-    if session.get_bind().dialect.name == "sqlite":
-        start = (session.scalar(last) or 0) + 1
-        keys = list(range(start, start + len(rows)))
-        numbered = [{**row, key.name: number} for row, number in zip(rows, keys, strict=True)]
-        session.execute(insert(table), numbered)
-        return keys
-    returning = insert(table).returning(key, sort_by_parameter_order=True)
-    return list(session.execute(returning, rows).scalars())
 
 
 def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
@@ -205,46 +147,19 @@ event.listen(SQLiteWriteSession, "before_flush", _number_new_rows)
 # ---- counting
 
 
-@lru_cache(maxsize=64)
-def _rule_counts_query(workflows: int, unnamed: bool) -> Select[int, str | None, str, int]:
-    """Counts by (workflow, rule, status) for `workflows` workflows, each with its own list
-    of rules, and (if `unnamed`) the jobs with no rule yet of a list of workflows."""
-    matches = [
-        and_(
-            Job.workflow_id == bindparam(f"w{i}"), Job.rule.in_(bindparam(f"r{i}", expanding=True))
-        )
-        for i in range(workflows)
-    ]
-    if unnamed:
-        matches.append(
-            and_(Job.workflow_id.in_(bindparam("unnamed", expanding=True)), Job.rule.is_(None))
-        )
-    return (
-        select(Job.workflow_id, Job.rule, Job.status, func.count())
-        .where(or_(*matches))
-        .group_by(Job.workflow_id, Job.rule, Job.status)
-    )
-
-
 def rule_counts(session: Session, keys: Collection[RuleKey]) -> dict[RuleKey, dict[str, Any]]:
     """The counts of some rules as the open transaction has them, by (workflow id, rule)."""
     counts = {key: rule_view(key[1]) for key in keys}
-    ordered = sorted(keys, key=lambda key: (key[0], key[1] or ""))
-    for start in range(0, len(ordered), KEYS_PER_QUERY):
-        named: dict[int, list[str]] = {}
-        unnamed: list[int] = []
-        for workflow_id, rule in ordered[start : start + KEYS_PER_QUERY]:
-            if rule is None:
-                unnamed.append(workflow_id)
-            else:
-                named.setdefault(workflow_id, []).append(rule)
-        params: dict[str, Any] = {"unnamed": unnamed} if unnamed else {}
-        for i, (workflow_id, rules) in enumerate(named.items()):
-            params[f"w{i}"] = workflow_id
-            params[f"r{i}"] = rules
-        rows = session.execute(_rule_counts_query(len(named), bool(unnamed)), params)
-        for workflow_id, rule, status, count in rows:
-            count_job(counts[(workflow_id, rule)], status, count)
+    by_workflow: dict[int, list[str | None]] = {}
+    for workflow_id, rule in sorted(keys, key=lambda key: (key[0], key[1] or "")):
+        by_workflow.setdefault(workflow_id, []).append(rule)
+    rows = driver(session)
+    for workflow_id, rules in by_workflow.items():
+        for start in range(0, len(rules), KEYS_PER_QUERY):
+            for rule, status, count in rows.rule_counts(
+                workflow_id, rules[start : start + KEYS_PER_QUERY]
+            ):
+                count_job(counts[(workflow_id, rule)], status, count)
     return counts
 
 
@@ -266,11 +181,11 @@ WRITE_LOCK_KEY = 0x70616E6F70746573  # "panoptes" in ASCII
 
 
 def take_turn(session: Session) -> None:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
-    elif dialect == "sqlite":
-        session.execute(text("BEGIN IMMEDIATE"))
+    rows = driver(session)
+    if rows.sqlite:
+        rows.run("BEGIN IMMEDIATE")
+    else:
+        rows.rows("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK_KEY])
 
 
 class FileTurn:

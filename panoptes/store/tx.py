@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from ..models import JOBS, Event, Job, JobRow, Workflow, silent_since, utcnow
+from ..models import Event, Job, JobRow, Workflow, silent_since, utcnow
 from ..shapes import event_message, feed_message, job_view, workflow_view
 from ..status import EventKind
-from .sql import JOB_BY_KEY, JobKey, RuleKey, flush, insert_events, rule_counts
+from .sql import JobKey, RuleKey, driver, flush, insert_events, rule_counts
 
 K = EventKind
 
@@ -187,11 +187,9 @@ class Tx:
         key = (workflow_id, jobid)
         job = self.jobs_cache.get(key)
         if job is None and key not in self.absent_jobs:
-            row = self.session.execute(
-                JOB_BY_KEY, {"workflow_id": workflow_id, "jobid": jobid}
-            ).first()
-            if row is not None:
-                job = self.jobs_cache[key] = JobRow(row._mapping, new=False)
+            found = driver(self.session).jobs(workflow_id, [jobid])
+            if found:
+                job = self.jobs_cache[key] = found[0]
         if job is not None:
             self.changes.rules.add((workflow_id, job.rule))
         return job
@@ -202,15 +200,15 @@ class Tx:
     def jobs_with_status(self, workflow_id: int, status: str) -> list[JobRow]:
         """The workflow's jobs that have this status, as the batch has left them."""
         self.flush()
-        rows = self.session.execute(
-            select(JOBS).where(JOBS.c.workflow_id == workflow_id, JOBS.c.status == status)
+        rows = driver(self.session).jobs_where(
+            "workflow_id = ? AND status = ?", (workflow_id, status)
         )
         found = []
         for row in rows:
             key = (workflow_id, row.jobid)
             job = self.jobs_cache.get(key)
             if job is None:
-                job = self.jobs_cache[key] = JobRow(row._mapping, new=False)
+                job = self.jobs_cache[key] = row
             found.append(job)
         return found
 

@@ -11,6 +11,7 @@ events the batch recorded are handed, in sequence order, to `publish` (the broad
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -55,14 +56,16 @@ class _Outcome:
     refused: list[Refusal]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     operation: Operation
     future: asyncio.Future[Any]
     preload: Preload | None = None
     weight: int = 1
-    # Seconds it may take (the writer's timeout unless the submitter asked for longer).
+    # Seconds it may take (the writer's timeout unless the submitter asked for longer), and
+    # when (time.monotonic) they are up.
     allowance: float = 0.0
+    deadline: float = 0.0
 
 
 class Writer:
@@ -101,6 +104,10 @@ class Writer:
         self.failing = False
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # What submitters wait for, and the task that gives up on it when its time is up:
+        # one timer for all of them, instead of one per submission.
+        self._waiting: set[_Pending] = set()
+        self._watchdog: asyncio.Task[None] | None = None
         sqlite = engine.dialect.name == "sqlite"
         session_class = SQLiteWriteSession if sqlite else Session
         self._async_sessions = async_sessionmaker(
@@ -131,6 +138,7 @@ class Writer:
         if self._sync_engine is not None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="panoptes-writer")
         self._task = asyncio.create_task(self._run(), name="panoptes-writer")
+        self._watchdog = asyncio.create_task(self._watch(), name="panoptes-writer-watchdog")
 
     async def stop(self) -> None:
         """Commit everything already submitted, then stop."""
@@ -139,6 +147,11 @@ class Writer:
         await self._queue.put(None)
         await self._task
         self._task = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
@@ -168,15 +181,29 @@ class Writer:
         if stalled is not None:
             raise DatabaseUnavailable(f"has not finished a write for {stalled:.0f} s")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(operation, future, preload, weight, allowance))
+        deadline = time.monotonic() + allowance
+        pending = _Pending(operation, future, preload, weight, allowance, deadline)
+        self._waiting.add(pending)
         try:
-            async with asyncio.timeout(allowance):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            # Not yet begun: it never will (the writer skips what is done). Begun: it may
-            # still commit, as a message a client sends again would be stored twice.
-            future.cancel()
-            raise DatabaseUnavailable(f"did not answer within {allowance:g} s") from None
+            await self._queue.put(pending)
+            return await asyncio.shield(future)
+        finally:
+            self._waiting.discard(pending)
+
+    async def _watch(self) -> None:
+        """Give up on what has waited longer than its allowance: the submitter gets
+        Unavailable. Not yet begun: it never will be (the writer skips what is done).
+        Begun: it may still commit, as a message a client sends again would be stored
+        twice. Checked a few times a second, so a wait ends at most a tick late."""
+        tick = min(0.25, self.timeout / 8)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for pending in [p for p in self._waiting if p.deadline <= now]:
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        DatabaseUnavailable(f"did not answer within {pending.allowance:g} s")
+                    )
 
     def file_problem(self) -> str | None:
         """What is wrong with the SQLite file, if it is no longer the one the server opened."""
