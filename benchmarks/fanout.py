@@ -495,6 +495,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     parser.add_argument("--queue", type=int, default=1000, help="PANOPTES_SUBSCRIBER_QUEUE")
     parser.add_argument(
+        "--server",
+        choices=("uvicorn", "hypercorn"),
+        default="uvicorn",
+        help="the HTTP server panoptes runs on (PANOPTES_SERVER)",
+    )
+    parser.add_argument(
         "--no-deflate",
         action="store_true",
         help="subscribers refuse permessage-deflate (browsers always ask for it)",
@@ -509,7 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"panoptes fan-out: {args.subscribers} subscribers, {args.jobs} jobs x 4 posts over "
         f"{args.workflows} workflows at {args.rate:g} posts/s by {args.posters} poster(s), "
         f"permessage-deflate "
-        f"{'off' if args.no_deflate else 'on'}; fd limit {limit}; {os.cpu_count()} CPUs"
+        f"{'off' if args.no_deflate else 'on'}; {args.server}; fd limit {limit}; "
+        f"{os.cpu_count()} CPUs"
     )
     spawn = multiprocessing.get_context("spawn")
     with (
@@ -521,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Every subscriber here comes from 127.0.0.1: lift the per-address cap.
             "PANOPTES_MAX_FEED_PER_CLIENT": "0",
         }
-        server = Server(Path(tmp) / "fanout.db", env).start()
+        server = Server(Path(tmp) / "fanout.db", env, http=args.server).start()
         try:
             ok = asyncio.run(benchmark(Bench(server, poster, args)))
         finally:

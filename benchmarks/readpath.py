@@ -685,6 +685,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run the server with PANOPTES_WS_COMPRESSION=1 (it declines deflate by default)",
     )
     parser.add_argument(
+        "--server",
+        choices=("uvicorn", "hypercorn"),
+        default="uvicorn",
+        help="the HTTP server panoptes runs on (PANOPTES_SERVER)",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="build the databases in this folder, and reuse them next time"
     )
     return parser.parse_args(argv)
@@ -714,7 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers: list[Server] = []
         try:
             for data in (small, big):
-                servers.append(Server(data.db, env).start(timeout=300.0))
+                servers.append(Server(data.db, env, http=args.server).start(timeout=300.0))
                 verify(servers[-1], data)
             rss_start = [server.rss_mib() for server in servers]
             started = time.monotonic()

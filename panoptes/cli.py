@@ -138,7 +138,7 @@ def _add_db_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 async def run(config: Config) -> None:
-    """Serve the app until SIGINT/SIGTERM (serving.py has the settings and shutdown)."""
+    """Serve the app until SIGINT/SIGTERM (serving/ has the settings and shutdown)."""
     await serving.serve(create_app(config), config)
 
 

@@ -124,7 +124,7 @@ class Config:
     ws_ping_seconds: float = 20.0
     # Events a subscriber may fall behind before it is told to resync.
     subscriber_queue: int = 1000
-    # Compress feed frames (permessage-deflate): ~200 KiB per connection; see serving.py.
+    # Compress feed frames (permessage-deflate): ~200 KiB per connection; see serving/.
     ws_compression: bool = False
     # Feed connections one client address may hold open at once; 0: no limit.
     max_feed_per_client: int = 100

@@ -1,0 +1,269 @@
+"""Ingest against the earlier server: events/s, request latency and CPU per event of
+panoptes-ui 1.6.2 (the Flask app on PyPI, under `gunicorn -w 2`) and of this panoptes, under
+the same load in the same run, and how many times the first one's events/s panoptes reaches.
+
+    .venv/bin/python benchmarks/upstream.py                       # 32 keep-alive connections
+    .venv/bin/python benchmarks/upstream.py --concurrency 32,256 --connections keep-alive,close
+    .venv/bin/python benchmarks/upstream.py --rounds 1            # about a minute
+
+The load is ingest.py's: --workflows x --rounds workflows of --jobs jobs, registered through
+GET /create_workflow, then for every job job_started, job_info and job_finished in order on
+one connection (the way Snakemake does), spread over --concurrency connections by the Rust
+load generator (benchmarks/loadgen), with each workflow's opening and closing progress
+message. Both servers get the same bodies: panoptes-ui 1.6.2 takes the form the Snakemake 9
+plugin posts (msg, timestamp, id) as panoptes does.
+
+panoptes-ui 1.6.2 is installed once into .cache/upstream-1.6.2 (a venv with `pip install
+panoptes-ui==1.6.2 gunicorn`) and served by `gunicorn -w 2 panoptes.app:app` (its README's
+"Using a WSGI server", with two processes) with the default sync workers, which answer
+`Connection: close`: its keep-alive rows are a connection per message too. It keeps its
+SQLite file where PANOPTES_DB_URL says, by default `.panoptes.db` in its working directory;
+each run gets a fresh temporary folder as both, so it starts from an empty database. A
+non-200 answer counts as an error, but that server answers 200 `ok` even when storing a
+message raised (it prints the traceback and carries on), so afterwards every workflow and job
+is read back through its API (/api/workflow/<id>, /api/workflow/<id>/jobs) and the tracebacks
+in its log are counted: what went wrong is printed under the table. Its row's check column
+says `-` because ingest.py's verify() reads panoptes' API, not this one.
+
+panoptes runs as ingest.py runs it (`python -m panoptes` on uvicorn, one process, a fresh
+SQLite file) and is checked by ingest.py's verify(); the exit status is 1 if that check found
+a wrong or missing job, or if panoptes refused a request. Server CPU is the user+system time
+of every server process (gunicorn's master and workers) during the load, from /proc; client
+CPU is the load generator's. The load generator runs on the same machine, so the figures are
+a lower bound for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import httpx
+from ingest import (
+    RULES,
+    Result,
+    Shape,
+    build_loadgen,
+    children_cpu_seconds,
+    describe,
+    register,
+    run,
+    send_with_loadgen,
+    units,
+)
+from server import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+VERSION = "1.6.2"
+VENV = ROOT / ".cache" / f"upstream-{VERSION}"
+UPSTREAM = f"panoptes-ui {VERSION} (gunicorn -w 2)"
+
+
+def upstream_venv() -> Path:
+    """The venv with panoptes-ui 1.6.2 and gunicorn, made on the first run and reused."""
+    python = VENV / "bin" / "python"
+    check = (
+        "import importlib.metadata as m; "
+        f"assert m.version('panoptes-ui') == '{VERSION}'; m.version('gunicorn')"
+    )
+    if python.exists():
+        if subprocess.run([python, "-c", check], capture_output=True).returncode == 0:
+            return VENV
+    else:
+        print(f"making {VENV.relative_to(ROOT)} (once)", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    install = [str(python), "-m", "pip", "install", "-q", f"panoptes-ui=={VERSION}", "gunicorn"]
+    done = subprocess.run(install, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"pip install failed:\n{done.stdout}{done.stderr}")
+    return VENV
+
+
+@cache
+def gunicorn() -> list[str]:
+    """The venv's gunicorn, without the control socket that recent gunicorn (27 here) opens
+    in ~/.gunicorn, one path for every instance, when it knows the option."""
+    command = [str(upstream_venv() / "bin" / "gunicorn")]
+    options = subprocess.run([*command, "--help"], capture_output=True, text=True).stdout
+    return [*command, "--no-control-socket"] if "--no-control-socket" in options else command
+
+
+def gunicorn_version() -> str:
+    python = str(VENV / "bin" / "python")
+    code = "import importlib.metadata as m; print(m.version('gunicorn'))"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
+
+
+@dataclass
+class Upstream(Server):
+    """panoptes-ui 1.6.2 under gunicorn, in the folder of `db` (its SQLite file). Server's
+    /proc readers (cpu_seconds, rss_mib) count the master and its workers; stop() and log()
+    are Server's too."""
+
+    http: str = "gunicorn"
+    workers: int = 2
+
+    def start(self, timeout: float = 60.0) -> Upstream:
+        log = self.db.with_suffix(".log").open("ab")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env["PANOPTES_DB_URL"] = f"sqlite:///{self.db}?check_same_thread=False"
+        command = [*gunicorn(), "-w", str(self.workers), "--bind", f"127.0.0.1:{self.port}"]
+        self.process = subprocess.Popen(
+            [*command, "panoptes.app:app"],
+            env=env,
+            cwd=self.db.parent,  # where it would put .panoptes.db without PANOPTES_DB_URL
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/api/service-info", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not start:\n{self.log()}")
+
+    def swallowed(self) -> tuple[int, str]:
+        """How many tracebacks the server printed (messages it answered 200 but failed to
+        store), and the last line of the first."""
+        lines = self.log().splitlines()
+        starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+        if not starts:
+            return 0, ""
+        first = lines[starts[0] + 1 :]
+        end = next((i for i, line in enumerate(first) if not line.startswith(" ")), 0)
+        return len(starts), first[end] if first else ""
+
+
+async def check_upstream(server: Upstream, ids: list[int], jobs: int) -> list[str]:
+    """Every workflow Done at jobs/jobs with every job stored once, Done and as sent, read
+    through panoptes-ui's own API (its job has `name` for the rule and no attempt)."""
+    problems: list[str] = []
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        for workflow_id in ids:
+            answer = await http.get(f"/api/workflow/{workflow_id}")
+            if answer.status_code != 200:
+                problems.append(f"workflow {workflow_id}: {answer.status_code} from its API")
+                continue
+            wf = answer.json()["workflow"]
+            if (wf["status"], wf["jobs_done"], wf["jobs_total"]) != ("Done", jobs, jobs):
+                status = f"{wf['status']} {wf['jobs_done']}/{wf['jobs_total']}"
+                problems.append(f"workflow {workflow_id}: {status}")
+            got = (await http.get(f"/api/workflow/{workflow_id}/jobs")).json()["jobs"]
+            by_id = {job["jobid"]: job for job in got}
+            for jobid in range(jobs):
+                job = by_id.get(jobid)
+                expected = (RULES[jobid % len(RULES)], "Done", {"sample": f"s{jobid:04d}"})
+                actual = job and (job["name"], job["status"], job["wildcards"])
+                if actual != expected:
+                    problems.append(f"workflow {workflow_id} job {jobid}: {actual}")
+            if len(got) != jobs:
+                problems.append(f"workflow {workflow_id}: {len(got)} job rows stored")
+    return problems
+
+
+def run_upstream(args: argparse.Namespace, concurrency: int, mode: str, folder: Path) -> Result:
+    """The same load as ingest.py's load() against panoptes-ui 1.6.2, in a fresh folder."""
+    home = folder / f"upstream-{len(list(folder.iterdir()))}"
+    home.mkdir()
+    server = Upstream(db=home / ".panoptes.db").start()
+    try:
+        ids = asyncio.run(register(server, args.workflows * args.rounds))
+        work = units(ids, args.jobs)
+        server_cpu = server.cpu_seconds()
+        client_cpu = children_cpu_seconds()
+        sent = send_with_loadgen(server.port, concurrency, work, folder, mode)
+        client_cpu = children_cpu_seconds() - client_cpu
+        server_cpu = server.cpu_seconds() - server_cpu
+        rss = server.rss_mib()
+        if sent.first_error:
+            print(f"panoptes-ui: first refused request: {sent.first_error[:300]}", file=sys.stderr)
+        problems = asyncio.run(check_upstream(server, ids, args.jobs))
+        raised, first = server.swallowed()
+        if raised:
+            problems.insert(0, f"{raised} messages answered 200 but raised in the server: {first}")
+        return Result(
+            f"panoptes-ui {describe(server, concurrency, mode)}",
+            len(sent.latencies),
+            sent.seconds,
+            sent.latencies,
+            sent.failures,
+            rss,
+            problems,
+            server_cpu,
+            client_cpu,
+            checked=False,
+        )
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workflows", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="repeat the set this many times")
+    parser.add_argument("--concurrency", default="32", help="comma-separated")
+    parser.add_argument(
+        "--connections",
+        default="keep-alive",
+        help="comma-separated: keep-alive (the Snakemake 9 plugin) and/or close (a new "
+        "connection per message, as Snakemake 7/8)",
+    )
+    # What ingest.py's run() and load() read: the Rust load generator, SQLite.
+    parser.set_defaults(client="rust", postgres=None)
+    args = parser.parse_args()
+    levels = [int(level) for level in args.concurrency.split(",")]
+    modes = [mode.strip() for mode in args.connections.split(",") if mode.strip()]
+    if unknown := set(modes) - {"keep-alive", "close"}:
+        parser.error(f"unknown: {', '.join(sorted(unknown))}")
+    upstream_venv()
+    build_loadgen()
+    print(
+        f"panoptes vs {UPSTREAM} ingest: {args.workflows} workflows x {args.jobs} jobs x "
+        f"{args.rounds} rounds, 3 messages per job; {os.cpu_count()} CPUs; "
+        f"client: rust; database: SQLite; gunicorn {gunicorn_version()} (sync workers)"
+    )
+    header = f"{'server':<40} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    header += f"{'max ms':>8} {'errors':>6} {'RSS MB':>7} {'srv us':>7} {'cli us':>7}  check"
+    print(header)
+    pairs: list[tuple[Result, Result]] = []  # (panoptes, panoptes-ui) with the same load
+    with tempfile.TemporaryDirectory(prefix="panoptes-upstream-") as tmp:
+        folder = Path(tmp)
+        for mode in modes:
+            for level in levels:
+                theirs = run_upstream(args, level, mode, folder)
+                print(theirs.row(), flush=True)
+                ours = run(args, {}, Shape("uvicorn", 1, level, mode), folder)
+                print(ours.row(), flush=True)
+                pairs.append((ours, theirs))
+    print("srv us / cli us: CPU time per event of the server processes / of the load generator")
+    for _, theirs in pairs:
+        for problem in theirs.problems[:5]:
+            print(f"{theirs.label}: {problem}")
+        if len(theirs.problems) > 5:
+            print(f"{theirs.label}: ... {len(theirs.problems)} problems in all")
+        if not theirs.problems:
+            print(f"{theirs.label}: every workflow Done, every job stored once, Done, as sent")
+    for ours, theirs in pairs:
+        print(f"{ours.label}: {ours.rate / theirs.rate:.1f}x {UPSTREAM}'s {theirs.rate:.0f}/s")
+    wrong = [problem for ours, _ in pairs for problem in ours.problems]
+    for problem in wrong[:20]:
+        print("WRONG:", problem)
+    return 1 if wrong or any(ours.failures for ours, _ in pairs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
