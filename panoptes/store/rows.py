@@ -28,11 +28,14 @@ from ..models import JOB_COLUMNS, JOBS, JobRow, UTCDateTime
 
 Encoder = Callable[[Any], Any]
 
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own storage format for SQLite
-
 
 def _sqlite_time(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).strftime(_SQLITE_TIME)
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # "YYYY-MM-DD HH:MM:SS.ffffff", always with the microseconds, as SQLAlchemy writes it
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _pg_time(value: datetime | None) -> datetime | None:

@@ -41,6 +41,16 @@ FILE_ADVICE = "restart panoptes to open the file that is at that path now"
 # queued behind it, short.
 MAX_BATCH_WEIGHT = 1_000
 
+# Between batches the writer lets the event loop run until submissions stop coming: at most
+# GATHER_PASSES passes, ending after QUIET_PASSES in a row that queued nothing. The answers
+# a batch just gave bring the clients' next messages, and requests already read are parsed
+# and submitted meanwhile; committed together, they share one transaction's fixed cost
+# (measured with 32 clients: batches of 29 messages instead of 15, about 20% more events/s;
+# benchmarks/README.md). With nothing coming the passes take microseconds, and a lone
+# client's message never waits for them: its answer was given before they begin.
+GATHER_PASSES = 16
+QUIET_PASSES = 6
+
 T = TypeVar("T")
 
 Operation = Callable[[Tx], Any]
@@ -263,7 +273,16 @@ class Writer:
                 finally:
                     self._busy_since = None
                     self._tell_busy(False)
-                await asyncio.sleep(0)  # a pass of the loop between batches, for the rest
+                await self._gather()
+
+    async def _gather(self) -> None:
+        quiet = 0
+        for _ in range(GATHER_PASSES):
+            queued = self._queue.qsize()
+            await asyncio.sleep(0)
+            quiet = quiet + 1 if self._queue.qsize() == queued else 0
+            if quiet >= QUIET_PASSES:
+                return
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         problem = self.file_problem()
