@@ -1,10 +1,10 @@
-"""The HTTP ceiling for benchmarks/ingest.py: what Hypercorn alone does on this machine.
+"""The HTTP ceiling for benchmarks/ingest.py: what each HTTP server alone does here.
 
 An ASGI app that reads each request's whole body and answers 200 with the small JSON body
-panoptes answers ingest with, storing nothing. `ingest.py` serves it with the same Hypercorn
-settings as panoptes (uvloop, backlog 2048, the same worker counts) and sends it the same
-load, so "panoptes / bare" is the share of the HTTP stack's own ceiling that ingest reaches,
-whatever the machine.
+panoptes answers ingest with, storing nothing. `ingest.py` serves it on each server it
+measures (uvicorn, Hypercorn, granian) with the settings panoptes uses (uvloop, backlog
+2048, the same worker counts) and sends it the same load, so "panoptes / bare" is the share
+of that HTTP stack's own ceiling that ingest reaches, whatever the machine.
 """
 
 from __future__ import annotations
