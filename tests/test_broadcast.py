@@ -621,13 +621,19 @@ async def test_concurrent_posts_to_both_servers_reach_everyone_in_seq_order(
     assert rule_totals[-1] == 2 * per_server
 
 
-# ---- Hypercorn workers behind one port
+# ---- Worker processes behind one port (hypercorn --workers 2, uvicorn --workers 2)
 
 
 def _children(pid: int) -> list[int]:
+    """The server's worker processes (not multiprocessing's resource tracker, which
+    uvicorn's spawned workers come with)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
+        for child in (task / "children").read_text().split():
+            with suppress(OSError):
+                if b"resource_tracker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    continue
+            found.append(int(child))
     return found
 
 
@@ -711,8 +717,10 @@ async def _subscribe_on_both_workers(
     return sockets
 
 
-@pytest.fixture
-def hypercorn_workers(tmp_path: Path) -> Iterator[tuple[Shared, int, subprocess.Popen[bytes]]]:
+@pytest.fixture(params=["hypercorn", "uvicorn"])
+def server_workers(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Shared, int, subprocess.Popen[bytes]]]:
     shared = Shared(tmp_path / "workers.db")
     port = free_port()
     env = {
@@ -724,18 +732,22 @@ def hypercorn_workers(tmp_path: Path) -> Iterator[tuple[Shared, int, subprocess.
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
     }
     (tmp_path / "prometheus").mkdir()
-    log = (tmp_path / "hypercorn.log").open("wb")
-    command = [sys.executable, "-m", "hypercorn", "--workers", "2"]
-    command += ["--bind", f"127.0.0.1:{port}", "panoptes.app:create_app()"]
+    log = (tmp_path / "workers.log").open("wb")
+    if request.param == "hypercorn":
+        command = [sys.executable, "-m", "hypercorn", "--workers", "2"]
+        command += ["--bind", f"127.0.0.1:{port}", "panoptes.app:create_app()"]
+    else:  # uvicorn's own worker processes, as a site may run them
+        command = [sys.executable, "-m", "uvicorn", "--workers", "2", "--factory"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "panoptes.app:create_app"]
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
-            assert process.poll() is None, (tmp_path / "hypercorn.log").read_text()
+            assert process.poll() is None, (tmp_path / "workers.log").read_text()
             with suppress(httpx.HTTPError):
                 if httpx.get(f"http://127.0.0.1:{port}/api/service-info").status_code == 200:
                     break
-            assert time.monotonic() < deadline, (tmp_path / "hypercorn.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "workers.log").read_text()
             time.sleep(0.1)
         yield shared, port, process
     finally:
@@ -753,10 +765,10 @@ def hypercorn_workers(tmp_path: Path) -> Iterator[tuple[Shared, int, subprocess.
 
 
 @needs_redis
-async def test_hypercorn_workers_share_live_events(
-    hypercorn_workers: tuple[Shared, int, subprocess.Popen[bytes]],
+async def test_server_workers_share_live_events(
+    server_workers: tuple[Shared, int, subprocess.Popen[bytes]],
 ) -> None:
-    shared, port, process = hypercorn_workers
+    shared, port, process = server_workers
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         workflow_id = await create(http)
@@ -785,10 +797,10 @@ async def test_hypercorn_workers_share_live_events(
 
 @needs_redis
 async def test_metrics_from_any_worker_count_every_worker(
-    hypercorn_workers: tuple[Shared, int, subprocess.Popen[bytes]],
+    server_workers: tuple[Shared, int, subprocess.Popen[bytes]],
 ) -> None:
     """A scrape reaches one worker at random; whichever it is, it reports all of them."""
-    _, port, process = hypercorn_workers
+    _, port, process = server_workers
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
         workflow_id = await create(http)
     await eventually(lambda: len(_children(process.pid)) >= 2, wait=10)
