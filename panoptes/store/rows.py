@@ -225,6 +225,7 @@ class Driver:
         return sorted(row[0] for row in self.rows(query, [table, column, count]))
 
 
+# Keeps each statement well inside every database's limit on bound parameters.
 KEYS_PER_QUERY = 500
 
 _COLUMNS = ", ".join(JOB_COLUMNS)

@@ -18,21 +18,18 @@ from sqlalchemy import (
     event,
     inspect,
     select,
-    text,
 )
 from sqlalchemy.orm import Session
 
 from ..models import Event, JobRow, Workflow
 from ..shapes import count_job, rule_view
-from .rows import Driver
+from .rows import KEYS_PER_QUERY, Driver
 
 try:
     import fcntl
 except ImportError:  # Windows: writers wait in SQLite's busy handler instead
     fcntl = None  # type: ignore[assignment]
 
-# Keeps each statement well inside every database's limit on bound parameters.
-KEYS_PER_QUERY = 500
 
 RuleKey = tuple[int, str | None]
 JobKey = tuple[int, int]
@@ -111,13 +108,6 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     )
 
 
-EVENTS = Event.metadata.tables[Event.__tablename__]
-_LAST_SEQ = text(
-    "SELECT max((SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'),"
-    " (SELECT coalesce(max(seq), 0) FROM events))"
-)
-
-
 def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
     """SQLite only: give new events their keys just before a flush writes them.
 
@@ -126,14 +116,14 @@ def _number_new_rows(session: Session, _context: Any, _instances: Any) -> None:
     rows that come with their keys go in one statement. These are the keys SQLite would
     pick: the batch holds the write lock, so nobody else inserts in between. Seqs
     (AUTOINCREMENT) continue from the highest ever handed out, which SQLite keeps in
-    sqlite_sequence and moves up to the seqs given here. (Jobs are numbered the same way
-    in _insert_jobs.)
+    sqlite_sequence and moves up to the seqs given here: the keys Driver.keys hands out to
+    the events (and jobs) the writer inserts itself.
     """
     new = sorted(session.new, key=lambda obj: inspect(obj).insert_order)
     events = [obj for obj in new if isinstance(obj, Event) and obj.seq is None]
     if events:
-        last = session.connection().scalar(_LAST_SEQ) or 0
-        for number, item in enumerate(events, last + 1):
+        keys = driver(session).keys("events", "seq", len(events))
+        for item, number in zip(events, keys, strict=True):
             item.seq = number
 
 
