@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -354,22 +354,19 @@ def test_restart_on_the_same_database_keeps_everything(tmp_path: Path):
 
 
 @contextmanager
-def hypercorn(tmp_path: Path, *flags: str) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    """`hypercorn [flags] 'panoptes.app:create_app()'` on a free port, as the README runs it:
-    its URL, process and log, once it answers."""
+def served_by(
+    tmp_path: Path, argv: list[str], db: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """`argv` (an ASGI server's command serving the app; {port} is filled in) on a free port,
+    with PANOPTES_DB_URL=tmp_path/db, as README runs it: its URL, process and log, once it
+    answers."""
     port = free_port()
-    log_path = tmp_path / "hypercorn.log"
-    env = {**os.environ, "PANOPTES_DB_URL": str(tmp_path / "hyper.db")}
+    log_path = tmp_path / f"{Path(argv[0]).name}.log"
+    env = {**os.environ, "PANOPTES_DB_URL": str(tmp_path / db)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                *console_script("hypercorn"),
-                *flags,
-                "--bind",
-                f"127.0.0.1:{port}",
-                "panoptes.app:create_app()",
-            ],
+            [part.format(port=port) for part in argv],
             env=env,
             cwd=tmp_path,
             stdout=log,
@@ -398,6 +395,38 @@ def hypercorn(tmp_path: Path, *flags: str) -> Iterator[tuple[str, subprocess.Pop
             raise
 
 
+Served = AbstractContextManager[tuple[str, subprocess.Popen[bytes], Path]]
+
+
+def hypercorn(tmp_path: Path, *flags: str) -> Served:
+    """`hypercorn [flags] 'panoptes.app:create_app()'` on a free port (served_by)."""
+    argv = [*console_script("hypercorn"), *flags, "--bind", "127.0.0.1:{port}"]
+    return served_by(tmp_path, [*argv, "panoptes.app:create_app()"], "hyper.db")
+
+
+async def assert_feed_limits_and_close(url: str, process: subprocess.Popen[bytes]) -> int:
+    """A feed client's frame over 64 KiB is refused (1009); on SIGTERM the open feeds are
+    closed at once (1001), well inside the 10 s grace period an open feed would use up.
+    Returns the server's exit status."""
+    feed_url = url.replace("http://", "ws://") + "/ws"
+    async with connect(feed_url) as big:
+        assert json.loads(await big.recv())["type"] == "hello"
+        await big.send("x" * (100 * 1024))
+        with pytest.raises(ConnectionClosed) as too_big:
+            await asyncio.wait_for(big.recv(), 5)
+        assert too_big.value.rcvd is not None and too_big.value.rcvd.code == 1009
+    async with connect(feed_url) as feed:
+        assert json.loads(await feed.recv())["type"] == "hello"
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(feed.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        code = await asyncio.to_thread(process.wait, 10)
+    assert time.monotonic() - started < 5
+    return code
+
+
 def test_hypercorn_serves_the_app_factory(tmp_path: Path):
     with hypercorn(tmp_path) as (url, process, log_path):
         response = httpx.get(f"{url}/api/service-info", timeout=1)
@@ -418,23 +447,7 @@ async def test_hypercorn_with_the_serving_settings_behaves_as_panoptes_does(tmp_
     closes its feeds at once (1001) when the server is told to stop."""
     settings = "python:panoptes.serving.HypercornSettings"
     with hypercorn(tmp_path, "--config", settings) as (url, process, log_path):
-        feed_url = url.replace("http://", "ws://") + "/ws"
-        async with connect(feed_url) as big:
-            assert json.loads(await big.recv())["type"] == "hello"
-            await big.send("x" * (100 * 1024))  # over websocket_max_message_size
-            with pytest.raises(ConnectionClosed) as too_big:
-                await asyncio.wait_for(big.recv(), 5)
-            assert too_big.value.rcvd is not None and too_big.value.rcvd.code == 1009
-        async with connect(feed_url) as feed:
-            assert json.loads(await feed.recv())["type"] == "hello"
-            started = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            with pytest.raises(ConnectionClosed) as closed:
-                await asyncio.wait_for(feed.recv(), 5)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
-            code = await asyncio.to_thread(process.wait, 10)
-        # Well inside the settings' 10 s grace period, which the open feed would use up.
-        assert time.monotonic() - started < 5, log_path.read_text()
+        code = await assert_feed_limits_and_close(url, process)
     assert code == 0, log_path.read_text()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from .conftest import LiveServer, form_body
 
@@ -295,22 +294,6 @@ async def test_deleting_a_workflow_is_announced(server: LiveServer, http: httpx.
         event = await next_event(ws)
         assert event["type"] == "workflow.deleted"
         assert event["workflow"] == {"id": workflow_id}
-
-
-async def test_shutdown_closes_open_feeds_with_1001_at_once(tmp_path: Path) -> None:
-    live = LiveServer(db=tmp_path / "stop.db").start()
-    async with connect(ws_url(live, "/ws")) as feed:
-        assert (await next_event(feed))["type"] == "hello"
-        started = asyncio.get_running_loop().time()
-        assert live.process is not None
-        live.process.send_signal(signal.SIGTERM)
-        with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(feed.recv(), 5)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
-        code = await asyncio.to_thread(live.process.wait, 10)
-    # Well inside Hypercorn's 10 s grace period, which an open feed used to use up.
-    assert asyncio.get_running_loop().time() - started < 5
-    assert code == 0
 
 
 async def test_workflow_ids_beyond_any_database_get_404(server: LiveServer) -> None:

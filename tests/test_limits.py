@@ -100,19 +100,3 @@ def test_a_streamed_body_over_the_limit_gets_413_and_nothing_is_stored(server: L
     assert response.json()["error"] == "request entity too large"
     jobs = httpx.get(f"{server.url}/api/workflow/{workflow_id}/jobs").json()["jobs"]
     assert jobs == []
-
-
-@pytest.mark.parametrize(("setting", "compressed"), [(None, False), ("1", True)])
-async def test_feed_compression_is_off_unless_asked_for(
-    tmp_path: Path, setting: str | None, compressed: bool
-) -> None:
-    env = {"PANOPTES_WS_COMPRESSION": setting} if setting else {}
-    live = LiveServer(db=tmp_path / "deflate.db", env=env).start()
-    try:
-        # The client offers permessage-deflate, as every browser does.
-        async with connect(ws(live), compression="deflate") as connection:
-            assert json.loads(await connection.recv())["type"] == "hello"
-            agreed = connection.response.headers.get("Sec-WebSocket-Extensions") or ""
-    finally:
-        live.stop()
-    assert ("permessage-deflate" in agreed) is compressed

@@ -12,9 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -23,8 +20,15 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from .conftest import ROOT, LiveServer, free_port
-from .test_cli import _ingest_until_stopped, console_script, hypercorn
+from .conftest import LiveServer, free_port
+from .test_cli import (
+    Served,
+    _ingest_until_stopped,
+    assert_feed_limits_and_close,
+    console_script,
+    hypercorn,
+    served_by,
+)
 from .test_migrations import build_panoptes1_sqlite
 
 SERVERS = ["uvicorn", "hypercorn"]
@@ -78,23 +82,8 @@ async def test_feeds_refuse_big_frames_and_close_with_1001_at_once(
     tmp_path: Path, server: str
 ) -> None:
     live = on(server, tmp_path).start()
-    feed_url = live.url.replace("http://", "ws://") + "/ws"
-    async with connect(feed_url) as big:
-        assert json.loads(await big.recv())["type"] == "hello"
-        await big.send("x" * (100 * 1024))  # over the 64 KiB a feed client may send
-        with pytest.raises(ConnectionClosed) as too_big:
-            await asyncio.wait_for(big.recv(), 5)
-        assert too_big.value.rcvd is not None and too_big.value.rcvd.code == 1009
-    async with connect(feed_url) as feed:
-        assert json.loads(await feed.recv())["type"] == "hello"
-        started = time.monotonic()
-        assert live.process is not None
-        live.process.send_signal(signal.SIGTERM)
-        with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(feed.recv(), 5)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
-        code = await asyncio.to_thread(live.process.wait, 10)
-    assert time.monotonic() - started < 5, live.log()  # not the 10 s grace period
+    assert live.process is not None
+    code = await assert_feed_limits_and_close(live.url, live.process)
     assert code == 0, live.log()
 
 
@@ -172,39 +161,13 @@ async def test_hypercorn_command_declines_compression(tmp_path: Path) -> None:
     assert "permessage-deflate" not in agreed
 
 
-@contextmanager
-def uvicorn(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    """`uvicorn --factory ... panoptes.app:create_app` with README's flags on a free port."""
-    port = free_port()
-    log_path = tmp_path / "uvicorn.log"
-    env = {**os.environ, "PANOPTES_DB_URL": str(tmp_path / "uv.db")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+def uvicorn(tmp_path: Path) -> Served:
+    """`uvicorn --factory ... panoptes.app:create_app` with README's flags (served_by)."""
     flags = ["--factory", "--ws", "websockets-sansio", "--ws-per-message-deflate", "false"]
-    flags += ["--ws-max-size", "65536", "--backlog", "2048", "--port", str(port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*console_script("uvicorn"), *flags, "panoptes.app:create_app"],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                httpx.get(f"{url}/api/service-info", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.1)
-        yield url, process, log_path
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+    flags += ["--ws-max-size", "65536", "--backlog", "2048", "--port", "{port}"]
+    return served_by(
+        tmp_path, [*console_script("uvicorn"), *flags, "panoptes.app:create_app"], "uv.db"
+    )
 
 
 async def test_uvicorn_serves_the_app_factory_as_readme_runs_it(tmp_path: Path) -> None:
