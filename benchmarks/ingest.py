@@ -411,12 +411,43 @@ def build_loadgen() -> None:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+MODES = ("keep-alive", "close")
+HEADER = (
+    f"{'server':<40} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    f"{'max ms':>8} {'errors':>6} {'RSS MB':>7} {'srv us':>7} {'cli us':>7}  check"
+)
+
+
+def add_load_arguments(
+    parser: argparse.ArgumentParser, *, rounds: int, concurrency: str, connections: str
+) -> None:
+    """The load's options, as ingest.py and upstream.py take them."""
     parser.add_argument("--workflows", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=5, help="repeat the set this many times")
-    parser.add_argument("--concurrency", default="32,256", help="comma-separated")
+    parser.add_argument("--rounds", type=int, default=rounds, help="repeat the set this many times")
+    parser.add_argument("--concurrency", default=concurrency, help="comma-separated")
+    parser.add_argument(
+        "--connections",
+        default=connections,
+        help="comma-separated: keep-alive (the Snakemake 9 plugin) and/or close (a new "
+        "connection per message, as Snakemake 7/8)",
+    )
+
+
+def levels_and_modes(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[list[int], list[str]]:
+    """--concurrency and --connections as lists (an unknown mode stops the run)."""
+    levels = [int(level) for level in args.concurrency.split(",")]
+    modes = [mode.strip() for mode in args.connections.split(",") if mode.strip()]
+    if unknown := set(modes) - set(MODES):
+        parser.error(f"unknown: {', '.join(sorted(unknown))}")
+    return levels, modes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_load_arguments(parser, rounds=5, concurrency="32,256", connections="keep-alive,close")
     parser.add_argument(
         "--workers",
         default="1",
@@ -428,12 +459,6 @@ def main() -> int:
         default=",".join(SERVERS),
         help=f"comma-separated HTTP servers among {', '.join(SERVERS)} (the first is the "
         "baseline's)",
-    )
-    parser.add_argument(
-        "--connections",
-        default="keep-alive,close",
-        help="comma-separated: keep-alive (the Snakemake 9 plugin) and/or close (a new "
-        "connection per message, as Snakemake 7/8)",
     )
     parser.add_argument(
         "--broadcast",
@@ -459,11 +484,10 @@ def main() -> int:
         help="skip the runs of bare_asgi.py (each server alone, storing nothing)",
     )
     args = parser.parse_args()
-    levels = [int(level) for level in args.concurrency.split(",")]
+    levels, modes = levels_and_modes(parser, args)
     worker_counts = [int(count) for count in args.workers.split(",")]
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
-    modes = [mode.strip() for mode in args.connections.split(",") if mode.strip()]
-    if unknown := set(servers) - set(SERVERS) or set(modes) - {"keep-alive", "close"}:
+    if unknown := set(servers) - set(SERVERS):
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
     if args.client == "rust":
         build_loadgen()
@@ -476,9 +500,7 @@ def main() -> int:
         f"{args.rounds} rounds, 3 messages per job; {os.cpu_count()} CPUs; "
         f"client: {args.client}; database: {'PostgreSQL' if args.postgres else 'SQLite'}"
     )
-    header = f"{'server':<40} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-    header += f"{'max ms':>8} {'errors':>6} {'RSS MB':>7} {'srv us':>7} {'cli us':>7}  check"
-    print(header)
+    print(HEADER)
     results: list[Result] = []
     pairs: list[tuple[Result, Result]] = []  # (panoptes, the bare server) in the same shape
     with tempfile.TemporaryDirectory(prefix="panoptes-bench-") as tmp:

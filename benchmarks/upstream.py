@@ -48,12 +48,15 @@ from pathlib import Path
 
 import httpx
 from ingest import (
+    HEADER,
     RULES,
     Result,
     Shape,
+    add_load_arguments,
     build_loadgen,
     children_cpu_seconds,
     describe,
+    levels_and_modes,
     register,
     run,
     send_with_loadgen,
@@ -212,23 +215,11 @@ def run_upstream(args: argparse.Namespace, concurrency: int, mode: str, folder: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workflows", type=int, default=10)
-    parser.add_argument("--jobs", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3, help="repeat the set this many times")
-    parser.add_argument("--concurrency", default="32", help="comma-separated")
-    parser.add_argument(
-        "--connections",
-        default="keep-alive",
-        help="comma-separated: keep-alive (the Snakemake 9 plugin) and/or close (a new "
-        "connection per message, as Snakemake 7/8)",
-    )
+    add_load_arguments(parser, rounds=3, concurrency="32", connections="keep-alive")
     # What ingest.py's run() and load() read: the Rust load generator, SQLite.
     parser.set_defaults(client="rust", postgres=None)
     args = parser.parse_args()
-    levels = [int(level) for level in args.concurrency.split(",")]
-    modes = [mode.strip() for mode in args.connections.split(",") if mode.strip()]
-    if unknown := set(modes) - {"keep-alive", "close"}:
-        parser.error(f"unknown: {', '.join(sorted(unknown))}")
+    levels, modes = levels_and_modes(parser, args)
     upstream_venv()
     build_loadgen()
     print(
@@ -236,9 +227,7 @@ def main() -> int:
         f"{args.rounds} rounds, 3 messages per job; {os.cpu_count()} CPUs; "
         f"client: rust; database: SQLite; gunicorn {gunicorn_version()} (sync workers)"
     )
-    header = f"{'server':<40} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-    header += f"{'max ms':>8} {'errors':>6} {'RSS MB':>7} {'srv us':>7} {'cli us':>7}  check"
-    print(header)
+    print(HEADER)
     pairs: list[tuple[Result, Result]] = []  # (panoptes, panoptes-ui) with the same load
     with tempfile.TemporaryDirectory(prefix="panoptes-upstream-") as tmp:
         folder = Path(tmp)
