@@ -25,6 +25,9 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 HERE = Path(__file__).resolve().parent
 PANOPTES_APP = "panoptes.app:create_app()"
 BARE_APP = "bare_asgi:app"  # benchmarks/bare_asgi.py
+# The servers `python -m panoptes` runs on (PANOPTES_SERVER). Written here, not imported:
+# the benchmarks also run against older commits (PYTHONPATH), which may not have it.
+PANOPTES_SERVERS = ("uvicorn", "hypercorn")
 
 
 def form_body(workflow_id: int, msg: dict[str, Any], stamp: str | None = None) -> str:
@@ -96,16 +99,14 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         log = self.db.with_suffix(".log").open("ab")
         database = self.db_url or str(self.db.resolve())  # the server runs in HERE
-        command = [sys.executable, "-m", "panoptes", "--port", str(self.port), "--db", database]
-        env = {**os.environ, **self.env, "PANOPTES_SERVER": self.http}  # python -m panoptes
-        if (
-            self.workers > 1
-            or self.app != PANOPTES_APP
-            or self.http not in ("uvicorn", "hypercorn")
-        ):
+        env = {**os.environ, **self.env}
+        if self.workers > 1 or self.app != PANOPTES_APP or self.http not in PANOPTES_SERVERS:
             command = server_command(self.http, self.app, self.port, self.workers)
             env["PANOPTES_DB_URL"] = database
-            del env["PANOPTES_SERVER"]  # the command line says which
+        else:
+            command = [sys.executable, "-m", "panoptes", "--port", str(self.port)]
+            command += ["--db", database]
+            env["PANOPTES_SERVER"] = self.http
         self.process = subprocess.Popen(
             command,
             env=env,
