@@ -91,6 +91,13 @@ class Workflow(Base):
     command: Mapped[str | None] = mapped_column(Text)
     workdir: Mapped[str | None] = mapped_column(Text)
     snakefile: Mapped[str | None] = mapped_column(Text)
+    # What plugin 1.0.0 tells about the run at registration (docs/wire.md).
+    host: Mapped[str | None] = mapped_column(Text)
+    user: Mapped[str | None] = mapped_column(Text)
+    snakemake_version: Mapped[str | None] = mapped_column(Text)
+    client: Mapped[str | None] = mapped_column(Text)
+    # The rule graph the plugin sends: {"rules": [...], "edges": [[from, to], ...]}.
+    rulegraph: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     # Ingest bookkeeping: the job a following jobid-less shellcmd belongs to, and the
     # digest of the last legacy message (Snakemake 8 sends every message twice).
@@ -145,6 +152,12 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(default=1)
     # One entry per attempt: {"attempt", "status", "started_at", "finished_at", "error"}.
     attempts: Mapped[list[Any]] = mapped_column(default=list)
+    # Why the latest attempt failed, as plugin 1.0.0 sends it: the ends of the job's log
+    # files ([{"path", "tail", "truncated"}]) and the command's exit status.
+    logs: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
+    exit_code: Mapped[int | None]
+    # What the job used: its parsed benchmark: file ({"s", "max_rss", ...}).
+    benchmark: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Event(Base):
@@ -200,6 +213,9 @@ class JobRow:
     error: str | None
     attempt: int
     attempts: list[Any]
+    logs: list[Any] | None
+    exit_code: int | None
+    benchmark: dict[str, Any] | None
     new: bool
     changed: bool
 

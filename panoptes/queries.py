@@ -179,6 +179,52 @@ async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[st
     return [rules[name] for name in order]
 
 
+async def rule_graph(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
+    """The run's rules as a graph, each with its counts: the graph the client sent (plugin
+    1.0.0), else the one its jobs' files make (a rule that reads what another writes
+    runs after it), which knows only the jobs described so far."""
+    graph = await session.scalar(select(Workflow.rulegraph).where(Workflow.id == workflow_id))
+    counts = {rule["rule"]: rule for rule in await rule_progress(session, workflow_id)}
+    if graph is not None:
+        rules, edges, source = list(graph["rules"]), graph["edges"], "client"
+    else:
+        rules, edges, source = [], await _edges_from_files(session, workflow_id), "jobs"
+    rules += [rule for rule in counts if rule not in rules and rule]
+    nodes = []
+    for rule in rules:
+        count = counts.get(rule) or rule_view(rule)
+        nodes.append(
+            {
+                "rule": rule,
+                "planned": count["planned"],
+                "total": count["total"],
+                "done": count["done"],
+                "running": count["running"],
+                "failed": count["error"],
+                "waiting": count["waiting"],
+            }
+        )
+    return {"nodes": nodes, "edges": edges, "edges_from": source}
+
+
+async def _edges_from_files(session: AsyncSession, workflow_id: int) -> list[list[str]]:
+    rows = (
+        await session.execute(
+            select(Job.rule, Job.input, Job.output).where(
+                Job.workflow_id == workflow_id, Job.rule.is_not(None)
+            )
+        )
+    ).all()
+    made_by = {path: rule for rule, _, output in rows for path in output or []}
+    edges: dict[tuple[str, str], None] = {}
+    for rule, inputs, _ in rows:
+        for path in inputs or []:
+            producer = made_by.get(path)
+            if producer is not None and producer != rule:
+                edges.setdefault((producer, rule))
+    return [list(edge) for edge in edges]
+
+
 async def events_since(
     session: AsyncSession, since: int, workflow_id: int | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ imports only the tables, so either side may import it without importing the othe
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,11 @@ def workflow_view(wf: Workflow) -> dict[str, Any]:
         "dry_run": wf.dry_run,
         "command": wf.command,
         "workdir": wf.workdir,
+        "snakefile": wf.snakefile,
+        "host": wf.host,
+        "user": wf.user,
+        "snakemake_version": wf.snakemake_version,
+        "client": wf.client,
     }
 
 
@@ -75,7 +81,39 @@ def job_view(job: Job | JobRow) -> dict[str, Any]:
         "attempt": job.attempt,
         "attempts": job.attempts,
         "error": job.error,
+        "error_line": error_line(job),
+        "exit_code": job.exit_code,
+        "logs": job.logs or [],
+        "benchmark": job.benchmark,
     }
+
+
+def error_line(job: Job | JobRow) -> str | None:
+    """A failed job's reason in one line, for the pages: the last line its first log ends
+    with (where tools write why they stop; plugin 1.0.0 sends the logs), else the first line
+    of its error text that says more than an exception's name."""
+    if job.error is None:
+        return None
+    for log in job.logs or []:
+        lines = [line.strip() for line in str(log.get("tail") or "").splitlines()]
+        if any(lines):
+            return [line for line in lines if line][-1][:MAX_LINE_CHARS]
+    return first_error_line(job.error)[:MAX_LINE_CHARS]
+
+
+MAX_LINE_CHARS = 300
+# A line that only names an exception ("RuleException:", Snakemake 8's header above the
+# reason) says nothing about why.
+_BARE_EXCEPTION = re.compile(r"^\w*(Exception|Error)?:?$")
+
+
+def first_error_line(error: str | None) -> str:
+    """The line of an error text that says why it failed."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    for line in lines:
+        if not _BARE_EXCEPTION.match(line):
+            return line
+    return lines[0] if lines else ""
 
 
 def rule_view(rule: str | None) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from ..status import (
     job_move,
     workflow_move,
 )
-from . import wire
+from . import facts, wire
 from .wire import Level, Message
 
 W = WorkflowStatus
@@ -221,6 +221,8 @@ def _retry(store: Store, wf: Workflow, job: JobRow, before: str, at: datetime) -
     job.started_at = at
     job.finished_at = None
     job.error = None
+    job.exit_code = None
+    job.logs = None  # they told why the attempt before failed
     job.attempts = [*(job.attempts or []), _attempt_record(job.attempt, at)]
     if before == J.ERROR and wf.status == W.ERROR and not wf.jobs_failed:
         # The run was taken for failed on an error nobody could place, and Snakemake
@@ -237,14 +239,6 @@ def on_job_started(store: Store, wf: Workflow, message: Message) -> None:
         _start_job(store, wf, jobid, message.at)
 
 
-def _paths(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(item) for item in value]
-
-
 def on_job_info(store: Store, wf: Workflow, message: Message) -> None:
     body, at = message.body, message.at
     jobid = int(body["jobid"])
@@ -255,25 +249,8 @@ def on_job_info(store: Store, wf: Workflow, message: Message) -> None:
         # The Snakemake 9 plugin says job_started when a job runs; a job_info alone (a
         # dry run's plan with plugin 0.1.1) describes a job that waits.
         job, _ = _job(store, wf, jobid, at, starts=False)
-    job.rule = body.get("name") or job.rule
+    facts.describe_job(job, body)
     _seen_rule(wf, job.rule)
-    job.message = body.get("msg")
-    job.input = _paths(body.get("input"))
-    job.output = _paths(body.get("output"))
-    job.log = _paths(body.get("log"))
-    wildcards = body.get("wildcards")
-    job.wildcards = wildcards if isinstance(wildcards, dict) else {}
-    job.is_checkpoint = bool(body.get("is_checkpoint", False))
-    if body.get("shellcmd"):
-        job.shellcmd = body["shellcmd"]
-    for name in ("threads", "priority"):
-        if body.get(name) is not None:
-            setattr(job, name, int(body[name]))
-    if body.get("resources") is not None:
-        resources = body["resources"]
-        # Snakemake 7/8 send an unnamed positional list; keep it, under a name.
-        job.resources = resources if isinstance(resources, dict) else {"values": resources}
-    job.reason = body.get("reason") or job.reason
     wf.last_job_info = jobid
     store.changed_job(job)
 
@@ -293,6 +270,10 @@ def _seen_rule(wf: Workflow, rule: str | None) -> None:
 def on_job_finished(store: Store, wf: Workflow, message: Message) -> None:
     job, _ = _job(store, wf, int(message.body["jobid"]), message.at)
     _end_job(store, wf, job, JobTrigger.FINISHED, message.at, None)
+    measured = facts.benchmark(message.body.get("benchmark"))
+    if measured is not None:
+        job.benchmark = measured
+        store.changed_job(job)
 
 
 def on_job_error(store: Store, wf: Workflow, message: Message) -> None:
@@ -303,10 +284,13 @@ def on_job_error(store: Store, wf: Workflow, message: Message) -> None:
     job.rule = job.rule or body.get("name") or None
     if body.get("shellcmd") and not job.shellcmd:
         job.shellcmd = body["shellcmd"]
-    # The error text comes in the `error` message just before (RuleException ...).
-    text = wf.last_error or "job failed"
+    # The error text comes with it (plugin 1.0.0) or in the `error` message just before
+    # (RuleException ...).
+    text = (body.get("error") or wf.last_error or "job failed")[:MAX_ERROR_CHARS]
     wf.last_error = None
-    _end_job(store, wf, job, JobTrigger.FAILED, message.at, text)
+    if _end_job(store, wf, job, JobTrigger.FAILED, message.at, text):
+        job.exit_code = facts.exit_code(body, text)
+        job.logs = facts.log_tails(body.get("logs"))
 
 
 def _ends_the_run(store: Store, wf: Workflow, text: str) -> bool:
@@ -346,11 +330,14 @@ def on_progress(store: Store, wf: Workflow, message: Message) -> None:
 
 
 def on_run_info(store: Store, wf: Workflow, message: Message) -> None:
-    """Snakemake 7/8's plan: the "Job stats" table, jobs per rule and in all."""
-    plan = wire.parse_job_stats(message.body.get("msg"))
+    """The plan: jobs per rule and in all, from plugin 1.0.0's `stats`, else from the
+    "Job stats" table Snakemake 7/8 send."""
+    plan = facts.planned(message.body.get("stats")) or wire.parse_job_stats(message.body.get("msg"))
     if plan is None:
         return
     rules, total = plan
+    if len(rules) > wire.MAX_PLANNED_RULES:
+        rules = {}
     if not wf.jobs_total:
         wf.jobs_total = total
     store.changed_workflow(wf)
@@ -399,6 +386,20 @@ def on_workflow_success(store: Store, wf: Workflow, message: Message) -> None:
     _finish_successfully(store, wf, message.at)
 
 
+def on_workflow_error(store: Store, wf: Workflow, message: Message) -> None:
+    """Plugin 1.0.0's end of a failed run, with the run's last error."""
+    text = message.body.get("msg")
+    _add_error(store, wf, text if isinstance(text, str) and text else "the run failed")
+    move(store, wf, Trigger.FAILED, message.at)
+
+
+def on_rulegraph(store: Store, wf: Workflow, message: Message) -> None:
+    if "rules" not in message.body and "edges" not in message.body:
+        return  # not plugin 1.0.0's graph (docs/wire.md)
+    wf.rulegraph = facts.rulegraph(message.body)
+    store.changed_workflow(wf)
+
+
 Handler = Callable[[Store, Workflow, Message], None]
 
 HANDLERS: dict[str, Handler] = {
@@ -412,4 +413,6 @@ HANDLERS: dict[str, Handler] = {
     Level.SHELLCMD: on_shellcmd,
     Level.INFO: on_info,
     Level.WORKFLOW_SUCCESS: on_workflow_success,
+    Level.WORKFLOW_ERROR: on_workflow_error,
+    Level.RULEGRAPH: on_rulegraph,
 }

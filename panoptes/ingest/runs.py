@@ -98,6 +98,11 @@ def _start_over(wf: Workflow, request: Registration, now: datetime) -> None:
     wf.command = request.command
     wf.workdir = request.workdir
     wf.snakefile = request.snakefile
+    wf.host = request.host
+    wf.user = request.user
+    wf.snakemake_version = request.snakemake_version
+    wf.client = request.client
+    wf.rulegraph = None
     wf.dry_run = request.dry_run
 
 

@@ -25,6 +25,7 @@ import orjson
 
 from ..errors import InvalidMessage, TooMany, UnknownWorkflow
 from ..models import MAX_BIGINT, MAX_INT, utcnow
+from . import facts
 
 # Workflow names are unique, and a unique index cannot hold arbitrarily long keys
 # (PostgreSQL's B-tree stops near 2,700 bytes): longer names are refused, never cut.
@@ -59,6 +60,9 @@ class Level(StrEnum):
     INFO = "info"
     RUN_INFO = "run_info"
     WORKFLOW_SUCCESS = "workflow_success"
+    # Plugin 1.0.0 (docs/wire.md): the rule graph, and the end of a failed run.
+    RULEGRAPH = "rulegraph"
+    WORKFLOW_ERROR = "workflow_error"
 
 
 @dataclass(frozen=True)
@@ -293,6 +297,12 @@ def _check_strings(body: dict[str, Any], *names: str) -> None:
 def _check_job_error(body: dict[str, Any]) -> None:
     _check_job(body)
     _check_strings(body, "name", "shellcmd")
+    facts.check_failure(body)
+
+
+def _check_job_finished(body: dict[str, Any]) -> None:
+    _check_job(body)
+    facts.check_benchmark(body)
 
 
 def _check_optional_job(body: dict[str, Any]) -> None:
@@ -336,10 +346,12 @@ def _check_progress(body: dict[str, Any]) -> None:
 VALIDATORS: dict[str, Callable[[dict[str, Any]], None]] = {
     Level.JOB_INFO: _check_job_info,
     Level.JOB_STARTED: _check_job_started,
-    Level.JOB_FINISHED: _check_job,
+    Level.JOB_FINISHED: _check_job_finished,
     Level.JOB_ERROR: _check_job_error,
     Level.SHELLCMD: _check_optional_job,
     Level.PROGRESS: _check_progress,
+    Level.RUN_INFO: facts.check_stats,
+    Level.RULEGRAPH: facts.check_rulegraph,
 }
 
 
@@ -351,6 +363,10 @@ class Registration:
     command: str | None = None
     workdir: str | None = None
     snakefile: str | None = None
+    host: str | None = None
+    user: str | None = None
+    snakemake_version: str | None = None
+    client: str | None = None
     # --wms-monitor-arg id=N (Snakemake 7/8): report into this existing workflow.
     workflow_id: int | None = None
 

@@ -149,6 +149,14 @@ async def rule_progress(workflow_id: int) -> Response:
     return json_response({"rules": rules})
 
 
+@bp.get("/workflow/<int:workflow_id>/dag")
+async def rule_graph(workflow_id: int) -> Response:
+    await _workflow_or_404(workflow_id)
+    async with service().sessions() as session:
+        graph = await queries.rule_graph(session, workflow_id)
+    return json_response(graph)
+
+
 @bp.put("/workflow/<int:workflow_id>")
 async def rename_workflow(workflow_id: int) -> Response:
     fields = await body_fields(required=False)

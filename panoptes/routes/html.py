@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from jinja2 import Environment
@@ -45,27 +44,47 @@ def bar(done: int, total: int, running: int = 0, error: int = 0) -> Markup:
     )
 
 
-# A line that only names an exception ("RuleException:", Snakemake 8's header above the
-# reason) says nothing about why.
-_BARE_EXCEPTION = re.compile(r"^\w*(Exception|Error)?:?$")
-
-
-def first_error_line(error: str | None) -> str:
-    """The line of a job's error that says why it failed (pages.js firstErrorLine twins it)."""
-    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
-    for line in lines:
-        if not _BARE_EXCEPTION.match(line):
-            return line
-    return lines[0] if lines else ""
-
-
 # Small pieces of HTML every row repeats, as Python functions: a Jinja macro call costs
 # several times as much, and a workflow page makes hundreds.
+# What a benchmark: file measures, as the job page names it (pages.js USED twins it).
+USED = (
+    ("s", "wall time", "s"),
+    ("cpu_time", "CPU time", "s"),
+    ("mean_load", "mean CPU load", "%"),
+    ("max_rss", "max RSS", "MB"),
+    ("max_vms", "max VMS", "MB"),
+    ("max_uss", "max USS", "MB"),
+    ("max_pss", "max PSS", "MB"),
+    ("io_in", "read", "MB"),
+    ("io_out", "written", "MB"),
+    ("repeats", "runs", ""),
+)
+
+
+def resource_rows(job: dict[str, Any]) -> Markup:
+    """The job page's resources: what the job asked for beside what it used (its benchmark
+    file, plugin 1.0.0), a pair per row (pages.js resourceRows twins it)."""
+    asked = [("threads", job["threads"])] if job.get("threads") is not None else []
+    asked += list((job.get("resources") or {}).items())
+    measured = job.get("benchmark") or {}
+    used = [
+        (label, f"{measured[key]:g} {unit}".strip()) for key, label, unit in USED if key in measured
+    ]
+    if not asked and not used:
+        return Markup('<tr><td class="muted" colspan="4">none known</td></tr>')
+    rows = []
+    for index in range(max(len(asked), len(used))):
+        cells = [*(asked[index] if index < len(asked) else ("", ""))]
+        cells += [*(used[index] if index < len(used) else ("", ""))]
+        rows.append("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in cells) + "</tr>")
+    return Markup("".join(rows))
+
+
 PAGE_HELPERS = {
+    "resource_rows": resource_rows,
     "badge": badge,
     "bar": bar,
     "time": time_tag,
-    "first_error_line": first_error_line,
 }
 
 

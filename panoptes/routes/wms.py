@@ -73,6 +73,10 @@ async def create_workflow() -> Response:
         command=_text(fields, "command"),
         workdir=_text(fields, "workdir"),
         snakefile=_text(fields, "snakefile"),
+        host=_text(fields, "host"),
+        user=_text(fields, "user"),
+        snakemake_version=_text(fields, "snakemake_version"),
+        client=_text(fields, "client"),
         workflow_id=_existing_id(request.args.get("id")),
     )
     running = service()

@@ -35,12 +35,6 @@
     return s + "s";
   }
 
-  // The line of a job's error that says why (routes/html.py first_error_line twins it).
-  function firstErrorLine(error) {
-    const lines = String(error || "").split("\n").map((l) => l.trim()).filter((l) => l);
-    return lines.find((l) => !/^\w*(Exception|Error)?:?$/.test(l)) || lines[0] || "";
-  }
-
   function describe(value) {
     if (value == null || value === "") return "–";
     if (Array.isArray(value)) return value.length ? value.join(", ") : "–";
@@ -107,9 +101,9 @@
       } else if (key === "label") {
         node.textContent = value || "";
         node.hidden = !value;
-      } else if (key === "first_error") {
+      } else if (key === "error_line") {
         node.textContent = value || "";
-      } else if (key === "name" || key === "jobid" || key === "id") {
+      } else if (key === "name" || key === "jobid" || key === "id" || key === "exit_code") {
         node.textContent = value == null ? "" : String(value);
       } else if (key === "rule") {
         node.textContent = value || "(unnamed)";
@@ -456,7 +450,7 @@
           item.querySelector("a").href = "/workflow/" + workflowId + "/job/" + job.jobid;
           failedList.appendChild(item);
         }
-        fill(item, {...job, first_error: firstErrorLine(job.error)});
+        fill(item, job);
       }
       failedSection.hidden = failedList.children.length === 0;
     }
@@ -556,11 +550,60 @@
       }
     }
 
+    // The ends of a failed job's log files (routes/html.py log_tail macro twins it).
+    function setLogs(logs) {
+      const box = document.querySelector("[data-logs]");
+      box.textContent = "";
+      for (const log of logs) {
+        const item = cloneTemplate("log-tail-template");
+        item.querySelector('[data-field="path"]').textContent = log.path;
+        item.querySelector('[data-field="truncated"]').hidden = !log.truncated;
+        const unread = item.querySelector('[data-field="read_error"]');
+        unread.textContent = log.error ? "not read: " + log.error : "";
+        unread.hidden = !log.error;
+        const tail = item.querySelector('[data-field="tail"]');
+        tail.textContent = log.tail || "";
+        tail.hidden = !log.tail;
+        box.appendChild(item);
+      }
+      document.getElementById("log-tails").hidden = !logs.length;
+    }
+
+    // What the job asked for beside what it used (routes/html.py resource_rows twins it).
+    const USED = [["s", "wall time", "s"], ["cpu_time", "CPU time", "s"],
+      ["mean_load", "mean CPU load", "%"], ["max_rss", "max RSS", "MB"],
+      ["max_vms", "max VMS", "MB"], ["max_uss", "max USS", "MB"], ["max_pss", "max PSS", "MB"],
+      ["io_in", "read", "MB"], ["io_out", "written", "MB"], ["repeats", "runs", ""]];
+
+    function setResources(job) {
+      const asked = job.threads != null ? [["threads", job.threads]] : [];
+      asked.push(...Object.entries(job.resources || {}));
+      const bench = job.benchmark || {};
+      const used = USED.filter(([key]) => key in bench)
+        .map(([key, label, unit]) => [label, (String(bench[key]) + " " + unit).trim()]);
+      const tbody = document.querySelector("#resources tbody");
+      tbody.textContent = "";
+      for (let i = 0; i < Math.max(asked.length, used.length, 1); i++) {
+        const tr = document.createElement("tr");
+        const cells = [...(asked[i] || ["", ""]), ...(used[i] || ["", ""])];
+        if (!asked.length && !used.length) cells.splice(0, 4, "none known");
+        for (const text of cells) {
+          const td = document.createElement("td");
+          td.textContent = String(text);
+          tr.appendChild(td);
+        }
+        if (cells.length === 1) { tr.firstChild.colSpan = 4; tr.firstChild.className = "muted"; }
+        tbody.appendChild(tr);
+      }
+    }
+
     const feed = new PanoptesFeed({workflowId, since: startSeq});
     connectIndicator(feed);
     feed.on("job.updated", (event) => {
       const job = event.job;
       if (job.jobid !== jobid) return;
+      setLogs(job.logs || []);
+      setResources(job);
       fill(section, job);
       document.querySelector('[data-field="shell_command"]').textContent = job.shell_command || "–";
       setList("input", job.input);

@@ -34,7 +34,7 @@ def test_json_columns_keep_null_only_where_the_column_does() -> None:
     assert rows._json_out('{"a": [1, 2]}') == {"a": [1, 2]}
     assert rows._json_out({"already": "decoded"}) == {"already": "decoded"}  # asyncpg's codec
     assert rows._json(2**70) == str(2**70)  # what orjson refuses, json writes
-    assert rows._NULLABLE_JSON == {"resources"}
+    assert rows._NULLABLE_JSON == {"resources", "logs", "benchmark"}
 
 
 def test_placeholders_are_numbered_for_asyncpg() -> None:

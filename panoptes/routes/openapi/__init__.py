@@ -13,7 +13,7 @@ from ... import __version__
 from ...ingest.wire import MAX_JOBS_PER_MESSAGE, MAX_NAME_CHARS
 from ...models import MAX_BIGINT, MAX_INT
 from ...status import JobStatus, WorkflowStatus
-from .schemas import COUNT, TEXT, Schema, obj, ref, schemas
+from .schemas import COUNT, RUN_FIELDS, TEXT, Schema, obj, ref, schemas
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -272,6 +272,15 @@ def _paths() -> dict[str, Schema]:
                 ),
             }
         },
+        "/api/workflow/{id}/dag": {
+            "get": {
+                "parameters": [_workflow_id()],
+                **_reads(
+                    "The rule graph, each rule with its job counts",
+                    _json(ref("RuleGraph"), "the graph's rules first, then other rules with jobs"),
+                ),
+            }
+        },
         "/api/workflow/{id}/cancel": {"post": {"parameters": [_workflow_id()], **cancel}},
         **_client_paths(),
     }
@@ -308,7 +317,7 @@ def _client_paths() -> dict[str, Schema]:
     }
     registration = {
         "type": "object",
-        "properties": {"command": TEXT, "workdir": TEXT, "snakefile": TEXT},
+        "properties": {name: TEXT for name in RUN_FIELDS},
     }
     return {
         "/create_workflow": {

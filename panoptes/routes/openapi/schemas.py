@@ -40,6 +40,10 @@ PATHS: Schema = {
 }
 
 
+# What a client may say of its run at /create_workflow (docs/wire.md).
+RUN_FIELDS = ("command", "workdir", "snakefile", "host", "user", "snakemake_version", "client")
+
+
 def schemas() -> dict[str, Schema]:
     workflow_statuses = [s.value for s in WorkflowStatus]
     job_statuses = [s.value for s in JobStatus]
@@ -69,6 +73,30 @@ def schemas() -> dict[str, Schema]:
                 "dry_run": {"type": "boolean"},
                 "command": nullable(TEXT),
                 "workdir": nullable(TEXT),
+                "snakefile": nullable(TEXT),
+                "host": nullable({**TEXT, "description": "the machine the run is on"}),
+                "user": nullable({**TEXT, "description": "the user it runs as"}),
+                "snakemake_version": nullable(TEXT),
+                "client": nullable({**TEXT, "description": "the sending program, versioned"}),
+            }
+        ),
+        "Log": obj(
+            {
+                "path": TEXT,
+                "tail": {**TEXT, "description": "the end of the file, from a line start"},
+                "truncated": {"type": "boolean", "description": "the file is longer"},
+                "error": {**TEXT, "description": "why the file could not be read"},
+            }
+        ),
+        "DagNode": obj(
+            {
+                "rule": TEXT,
+                "planned": nullable(COUNT),
+                "total": COUNT,
+                "done": COUNT,
+                "running": COUNT,
+                "failed": COUNT,
+                "waiting": COUNT,
             }
         ),
         "Attempt": obj(
@@ -104,6 +132,22 @@ def schemas() -> dict[str, Schema]:
                 "attempt": {"type": "integer", "minimum": 1},
                 "attempts": {"type": "array", "items": ref("Attempt")},
                 "error": nullable(TEXT),
+                "error_line": nullable(
+                    {**TEXT, "description": "why it failed, in one line (from logs or error)"}
+                ),
+                "exit_code": nullable({"type": "integer"}),
+                "logs": {
+                    "type": "array",
+                    "items": ref("Log"),
+                    "description": "the ends of a failed job's log files (plugin 1.0.0)",
+                },
+                "benchmark": nullable(
+                    {
+                        "type": "object",
+                        "additionalProperties": {"type": "number"},
+                        "description": "the job's benchmark: file (s, max_rss, ...)",
+                    }
+                ),
             }
         ),
         "Rule": obj(
@@ -117,6 +161,21 @@ def schemas() -> dict[str, Schema]:
                 "running": COUNT,
                 "error": COUNT,
                 "waiting": COUNT,
+            }
+        ),
+        "RuleGraph": obj(
+            {
+                "nodes": {"type": "array", "items": ref("DagNode")},
+                "edges": {
+                    "type": "array",
+                    "items": {"type": "array", "items": TEXT, "minItems": 2, "maxItems": 2},
+                    "description": "[from_rule, to_rule]: from runs first",
+                },
+                "edges_from": {
+                    "type": "string",
+                    "enum": ["client", "jobs"],
+                    "description": "the client's rule graph, or the files of the jobs so far",
+                },
             }
         ),
         "WorkflowList": obj(
