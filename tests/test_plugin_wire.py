@@ -249,6 +249,12 @@ async def test_the_end_of_a_failed_run_and_of_a_recovered_one(client: Client) ->
     workflow = (await get(client, f"/api/workflow/{failed_id}"))["workflow"]
     assert workflow["status"] == "Error" and workflow["error"] == end
     assert workflow["finished_at"] is not None
+    # Its `error` first, then the end with the same text: the run says it once.
+    twice_id = await register(client)
+    await send(client, twice_id, {"level": "error", "msg": end, "exception": "WorkflowError"})
+    await send(client, twice_id, {"level": "workflow_error", "msg": end})
+    twice = (await get(client, f"/api/workflow/{twice_id}"))["workflow"]
+    assert (twice["status"], twice["error"]) == ("Error", end)
     # --retries: the job failed once, then finished; the plugin ends the run with success.
     recovered_id = await register(client)
     await start(client, recovered_id, 1, "flaky", "s1")

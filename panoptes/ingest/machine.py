@@ -118,9 +118,9 @@ def apply_message(store: Store, message: Message) -> bool:
 
 
 def _add_error(store: Store, wf: Workflow, text: str) -> None:
-    lines = wf.error.split("\n") if wf.error else []
-    if text and text not in lines:
-        wf.error = "\n".join([*lines, text])[:MAX_ERROR_CHARS]
+    # Once, though the run's own error may come twice (its `error`, then workflow_error).
+    if text and text not in (wf.error or "").split("\n\n"):
+        wf.error = "\n\n".join(filter(None, [wf.error, text]))[:MAX_ERROR_CHARS]
         store.changed_workflow(wf)
 
 
