@@ -13,8 +13,9 @@ load generator (benchmarks/loadgen), with each workflow's opening and closing pr
 message. Both servers get the same bodies: panoptes-ui 1.6.2 takes the form the Snakemake 9
 plugin posts (msg, timestamp, id) as panoptes does.
 
-panoptes-ui 1.6.2 is installed once into .cache/upstream-1.6.2 (a venv with `pip install
-panoptes-ui==1.6.2 gunicorn`) and served by `gunicorn -w 2 panoptes.app:app` (its README's
+panoptes-ui 1.6.2 is installed once into .cache/e2e/upstream by `scripts/e2e-venvs upstream`
+(`pip install panoptes-ui==1.6.2 gunicorn`, the venv the end-to-end tests use) and served
+by `gunicorn -w 2 panoptes.app:app` (its README's
 "Using a WSGI server", with two processes) with the default sync workers, which answer
 `Connection: close`: its keep-alive rows are a connection per message too. It keeps its
 SQLite file where PANOPTES_DB_URL says, by default `.panoptes.db` in its working directory;
@@ -66,27 +67,18 @@ from server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "1.6.2"
-VENV = ROOT / ".cache" / f"upstream-{VERSION}"
+VENV = ROOT / ".cache" / "e2e" / "upstream"
 UPSTREAM = f"panoptes-ui {VERSION} (gunicorn -w 2)"
 
 
 def upstream_venv() -> Path:
-    """The venv with panoptes-ui 1.6.2 and gunicorn, made on the first run and reused."""
-    python = VENV / "bin" / "python"
-    check = (
-        "import importlib.metadata as m; "
-        f"assert m.version('panoptes-ui') == '{VERSION}'; m.version('gunicorn')"
+    """The venv with panoptes-ui 1.6.2 and gunicorn, which the end-to-end tests use too:
+    scripts/e2e-venvs makes it on the first run and reuses it."""
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "e2e-venvs"), "upstream"], capture_output=True, text=True
     )
-    if python.exists():
-        if subprocess.run([python, "-c", check], capture_output=True).returncode == 0:
-            return VENV
-    else:
-        print(f"making {VENV.relative_to(ROOT)} (once)", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    install = [str(python), "-m", "pip", "install", "-q", f"panoptes-ui=={VERSION}", "gunicorn"]
-    done = subprocess.run(install, capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(f"pip install failed:\n{done.stdout}{done.stderr}")
+        raise RuntimeError(f"scripts/e2e-venvs upstream failed:\n{done.stdout}{done.stderr}")
     return VENV
 
 

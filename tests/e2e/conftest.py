@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from ..conftest import CAPTURES, ROOT, LiveServer
 
@@ -30,8 +31,8 @@ def _text(output: str | bytes | None) -> str:
     return output or ""
 
 
-def _snakemake_bin(name: str) -> Path:
-    """The venv's snakemake, provided on first use; a failed install fails the test."""
+def provided_venv(name: str) -> Path:
+    """A venv of scripts/e2e-venvs, provided on first use; a failed install fails the test."""
     try:
         done = subprocess.run(
             [str(PROVISION), name], capture_output=True, text=True, timeout=900, check=False
@@ -46,7 +47,12 @@ def _snakemake_bin(name: str) -> Path:
             f"{PROVISION} {name} failed (rc {done.returncode}):\n{done.stdout}\n{done.stderr}",
             pytrace=False,
         )
-    binary = VENVS / name / "bin" / "snakemake"
+    return VENVS / name
+
+
+def _snakemake_bin(name: str) -> Path:
+    """The venv's snakemake."""
+    binary = provided_venv(name) / "bin" / "snakemake"
     if not binary.is_file():
         pytest.fail(f"{PROVISION} {name} succeeded but left no {binary}", pytrace=False)
     return binary
@@ -56,6 +62,12 @@ def _snakemake_bin(name: str) -> Path:
 def sm9_bin() -> Path:
     """Snakemake 9 with snakemake-logger-plugin-panoptes."""
     return _snakemake_bin("sm9")
+
+
+@pytest.fixture(scope="session")
+def sm9p_bin() -> Path:
+    """Snakemake 9 with this repository's plugin (plugin/, 1.0.0), installed as a user does."""
+    return _snakemake_bin("sm9p")
 
 
 @pytest.fixture(scope="session")
@@ -180,3 +192,43 @@ def panoptes_api(live_server: LiveServer) -> Iterator[Api]:
     client = Api(live_server)
     yield client
     client.close()
+
+
+# ---- headless Chromium (Debian's chromium through Playwright)
+
+CHROMIUM = os.environ.get("PANOPTES_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "pages"
+TIMEOUT_MS = 5_000
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        yield browser
+        await browser.close()
+
+
+async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    await page.goto(url)
+    await expect(page.locator("#live-indicator")).to_have_text("live", timeout=TIMEOUT_MS)
+    await page.evaluate("window.__loadedOnce = true")
+    return page
+
+
+async def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,15 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from ..conftest import CAPTURES, ROOT, LiveServer, form_body, free_port
+from .conftest import TIMEOUT_MS, open_page, screenshot
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = os.environ.get("PANOPTES_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts" / "pages"
-TIMEOUT_MS = 5_000
 NO_VALUE = "\N{EN DASH}"  # what the pages show for a missing time
 
 
@@ -37,24 +33,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(db=tmp_path_factory.mktemp("pages") / "pages.db").start()
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        )
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture
@@ -72,25 +50,10 @@ async def clean(api: httpx.AsyncClient) -> None:
     assert (await api.delete("/api/workflows/all")).status_code == 200
 
 
-async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    await page.goto(url)
-    await expect(page.locator("#live-indicator")).to_have_text("live", timeout=TIMEOUT_MS)
-    await page.evaluate("window.__loadedOnce = true")
-    return page
-
-
 async def assert_never_reloaded(page: Page) -> None:
     assert await page.evaluate("window.__loadedOnce === true"), "the page was reloaded"
     navigations = await page.evaluate("performance.getEntriesByType('navigation').length")
     assert navigations == 1
-
-
-async def screenshot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def capture(name: str) -> list[dict[str, Any]]:
