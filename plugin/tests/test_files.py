@@ -21,6 +21,18 @@ REAL_SINGLE = (
     "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     "0.84\t0:00:00\t3.05\t4.26\t0.27\t0.48\t0.00\t0.01\t0.00\t0.00\n"
 )
+# What REAL_SINGLE reads as.
+REAL_SINGLE_READ = {
+    "s": 0.84,
+    "max_rss": 3.05,
+    "max_vms": 4.26,
+    "max_uss": 0.27,
+    "max_pss": 0.48,
+    "io_in": 0.0,
+    "io_out": 0.01,
+    "mean_load": 0.0,
+    "cpu_time": 0.0,
+}
 REAL_REPEAT = (
     "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     "0.01\t0:00:00\t0\t0\t0\t0\t0.00\t0.01\t0.00\t0.00\n"
@@ -106,17 +118,7 @@ def test_annotated_paths_are_read(tmp_path: Path) -> None:
 def test_benchmark_single_row(tmp_path: Path) -> None:
     path = tmp_path / "b.tsv"
     path.write_text(REAL_SINGLE)
-    assert read_benchmark(str(path)) == {
-        "s": 0.84,
-        "max_rss": 3.05,
-        "max_vms": 4.26,
-        "max_uss": 0.27,
-        "max_pss": 0.48,
-        "io_in": 0.0,
-        "io_out": 0.01,
-        "mean_load": 0.0,
-        "cpu_time": 0.0,
-    }
+    assert read_benchmark(str(path)) == REAL_SINGLE_READ
 
 
 def test_benchmark_repeats_are_averaged(tmp_path: Path) -> None:
