@@ -39,6 +39,7 @@ COHORT = Path(__file__).parent / "cohort" / "Snakefile"
 MARKER = "ERROR: truncated FASTQ record at line 4021"
 # The plugin waits this long at the end for what it could not send yet (its default).
 FLUSH_SECONDS = 5.0
+TOKEN = "s3cret-token-for-e2e-tests"
 
 
 def cohort(tmp_path: Path, name: str) -> Path:
@@ -188,7 +189,7 @@ def test_a_run_whose_retry_recovers_ends_done(
 
 @pytest.fixture
 def token_server(tmp_path: Path) -> Iterator[LiveServer]:
-    server = LiveServer(db=tmp_path / "token.db", env={"PANOPTES_TOKEN": "s3cret-token-for-e2e-tests"})
+    server = LiveServer(db=tmp_path / "token.db", env={"PANOPTES_TOKEN": TOKEN})
     yield server.start()
     server.stop()
 
@@ -197,12 +198,12 @@ def test_the_token_goes_in_a_header_not_in_the_address(
     sm9p_bin: Path, token_server: LiveServer, tmp_path: Path
 ) -> None:
     work = cohort(tmp_path, "cohort-token")
-    run = run_cohort(sm9p_bin, work, token_server.url, env={"PANOPTES_TOKEN": "s3cret-token-for-e2e-tests"})
+    run = run_cohort(sm9p_bin, work, token_server.url, env={"PANOPTES_TOKEN": TOKEN})
     with explained(token_server, run):
         assert run.returncode == 0
         answer = httpx.get(
             f"{token_server.url}/api/workflows",
-            headers={"Authorization": "Bearer s3cret-token-for-e2e-tests"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
             timeout=10,
         ).json()
         [workflow] = answer["workflows"]
