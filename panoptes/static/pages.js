@@ -103,7 +103,7 @@
         node.hidden = !value;
       } else if (key === "error_line") {
         node.textContent = value || "";
-      } else if (key === "name" || key === "jobid" || key === "id" || key === "exit_code") {
+      } else if (key === "name" || key === "jobid" || key === "id") {
         node.textContent = value == null ? "" : String(value);
       } else if (key === "rule") {
         node.textContent = value || "(unnamed)";

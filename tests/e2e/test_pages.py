@@ -236,6 +236,47 @@ async def test_job_page_follows_its_job(
     assert errors == []
 
 
+async def test_job_page_shows_why_it_failed_and_what_it_used_as_they_come(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    """What plugin 1.0.0 adds (docs/wire.md) reaches an open job page by itself: the log's
+    end and exit code of a failed attempt, then, after the retry, what the job used."""
+    workflow_id = (await api.get("/create_workflow", params={"workflow_id": "live-facts"})).json()[
+        "id"
+    ]
+    await post_message(api, workflow_id, {"level": "job_started", "jobs": [3]})
+    info = {"level": "job_info", "jobid": 3, "name": "align", "wildcards": {"sample": "s2"}}
+    await post_message(api, workflow_id, {**info, "threads": 4, "resources": {"mem_mb": 900}})
+    errors: list[str] = []
+    page = await open_page(browser, f"{server.url}/workflow/{workflow_id}/job/3", errors)
+    await expect(page.locator("#log-tails")).to_be_hidden()
+    await expect(page.locator("#resources")).to_contain_text("mem_mb")
+
+    tail = "aligning s2\nERROR: truncated FASTQ record at line 4021\n"
+    logs = [{"path": "logs/align/s2.log", "tail": tail, "truncated": True}]
+    failure = {"level": "job_error", "jobid": 3, "exit_code": 3, "logs": logs}
+    await post_message(api, workflow_id, {**failure, "error": "RuleException: exit status 3"})
+    shown = page.locator("#log-tails .log-text")
+    await expect(shown).to_contain_text("truncated FASTQ record", timeout=TIMEOUT_MS)
+    await expect(page.locator("#log-tails")).to_contain_text("logs/align/s2.log")
+    await expect(page.locator("#log-tails")).to_contain_text("(its last part)")
+    await expect(page.locator('[data-field="exit_code"]')).to_have_text("3")
+    await screenshot(page, "job-failed-live")
+
+    await post_message(api, workflow_id, {"level": "job_started", "jobs": [3]})
+    await expect(page.locator("#log-tails")).to_be_hidden(timeout=TIMEOUT_MS)
+    bench = {"s": 61.5, "max_rss": 812.4, "io_out": 120.0}
+    await post_message(api, workflow_id, {"level": "job_finished", "jobid": 3, "benchmark": bench})
+    resources = page.locator("#resources")
+    await expect(resources).to_contain_text("max RSS", timeout=TIMEOUT_MS)
+    await expect(resources).to_contain_text("812.4 MB")
+    await expect(resources).to_contain_text("61.5 s")
+    await expect(resources).to_contain_text("mem_mb")
+    await assert_never_reloaded(page)
+    await screenshot(page, "job-benchmark-live")
+    assert errors == []
+
+
 async def test_rename_cancel_and_delete_from_the_workflow_page(
     browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
 ) -> None:
