@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, func, null, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .models import Event, Job, Workflow, is_silent, silent_since
-from .shapes import count_job, event_message, rule_view, workflow_view
+from .shapes import count_job, event_message, grid_key, grid_view, rule_view, workflow_view
 from .status import WORKFLOW_LEVEL_PREFIX, WorkflowStatus
 
 W = WorkflowStatus
@@ -223,6 +223,24 @@ async def _edges_from_files(session: AsyncSession, workflow_id: int) -> list[lis
             if producer is not None and producer != rule:
                 edges.setdefault((producer, rule))
     return [list(edge) for edge in edges]
+
+
+async def grid(session: AsyncSession, workflow_id: int, key: str | None) -> dict[str, Any]:
+    """Datasets x rules (shapes.grid_view): by `key`, or by the wildcard with most values."""
+    jobs = await _all_jobs(session, workflow_id)
+    chosen, keys = grid_key(jobs)
+    rules = [rule["rule"] for rule in await rule_progress(session, workflow_id) if rule["rule"]]
+    return {**grid_view(jobs, rules, key or chosen), "keys": keys}
+
+
+async def all_jobs(session: AsyncSession, workflow_id: int) -> list[Job]:
+    """Every job of a workflow, by job id (the trace)."""
+    return await _all_jobs(session, workflow_id)
+
+
+async def _all_jobs(session: AsyncSession, workflow_id: int) -> list[Job]:
+    query = select(Job).where(Job.workflow_id == workflow_id).order_by(Job.jobid)
+    return list(await session.scalars(query))
 
 
 async def events_since(

@@ -145,3 +145,126 @@ def feed_message(
     kind: str, seq: int, workflow_id: int | None, at: datetime, payload: dict[str, Any]
 ) -> dict[str, Any]:
     return {"type": kind, "seq": seq, "workflow_id": workflow_id, "at": at.isoformat(), **payload}
+
+
+# --------------------------------------------------------------------------- at a glance
+
+# A cell shows its most telling job when several share it: a failure over a running job,
+# over a waiting one, over a done one.
+_CELL_ORDER = {JobStatus.ERROR: 0, JobStatus.RUNNING: 1, JobStatus.WAITING: 2, JobStatus.DONE: 3}
+
+
+def grid_key(jobs: list[Any]) -> tuple[str | None, dict[str, int]]:
+    """The wildcard a run's datasets are named by: the one taking the most values (ties: the
+    first seen), with every wildcard's count of values for the user to pick another."""
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for name, value in (job.wildcards or {}).items():
+            values.setdefault(str(name), set()).add(str(value))
+    counts = {name: len(seen) for name, seen in values.items()}
+    return (max(counts, key=lambda name: counts[name]) if counts else None), counts
+
+
+def grid_view(jobs: list[Any], rules: list[str], key: str | None) -> dict[str, Any]:
+    """Datasets x rules: a row per value of `key`, a cell per rule with that row's job (the
+    most telling one, and how many there are). Rules none of whose jobs has `key` (`all`, a
+    merge) are left out of the columns and named under `other_rules`."""
+    rows: dict[str, dict[str, Any]] = {}
+    keyed: set[str] = set()
+    for job in sorted(jobs, key=lambda job: job.jobid):
+        wildcards = job.wildcards or {}
+        if key is None or key not in wildcards or not job.rule:
+            continue
+        keyed.add(job.rule)
+        value = str(wildcards[key])
+        row = rows.setdefault(value, {"wildcards": {key: wildcards[key]}, "cells": {}})
+        cell = row["cells"].get(job.rule)
+        if cell is None or _CELL_ORDER[job.status] < _CELL_ORDER[cell["status"]]:
+            count = cell["jobs"] if cell else 0
+            cell = {"jobid": job.jobid, "status": job.status, "attempt": job.attempt}
+            cell["jobs"] = count
+            row["cells"][job.rule] = cell
+        cell["jobs"] += 1
+    columns = [rule for rule in rules if rule in keyed]
+    for row in rows.values():
+        statuses = [cell["status"] for cell in row["cells"].values()]
+        row["done"] = statuses.count(JobStatus.DONE)
+        row["failed"] = statuses.count(JobStatus.ERROR)
+        row["total"] = len(columns)
+    ordered = sorted(rows.items(), key=lambda item: (not item[1]["failed"], _natural(item[0])))
+    return {
+        "key": key,
+        "rules": columns,
+        "other_rules": [rule for rule in rules if rule not in keyed],
+        "rows": [row for _, row in ordered],
+    }
+
+
+def _natural(text: str) -> list[Any]:
+    """S2 before S10."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text)]
+
+
+BENCHMARK_NAMES = ("s", "max_rss", "max_vms", "io_in", "io_out", "mean_load", "cpu_time")
+TRACE_FIELDS = (
+    "jobid",
+    "rule",
+    "wildcards",
+    "attempt",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "threads",
+    "resources",
+    "exit_code",
+    "error",
+    *(f"benchmark_{name}" for name in BENCHMARK_NAMES),
+)
+
+
+def trace_rows(jobs: list[Any]) -> list[list[str]]:
+    """One row per attempt of every job, in TRACE_FIELDS order (a Nextflow-like trace). The
+    benchmark and exit code belong to a job's latest attempt."""
+    rows = []
+    for job in sorted(jobs, key=lambda job: job.jobid):
+        attempts = job.attempts or [
+            {"attempt": job.attempt, "status": job.status, "started_at": None, "error": None}
+        ]
+        for record in attempts:
+            latest = record.get("attempt") == job.attempt
+            start, end = record.get("started_at"), record.get("finished_at")
+            measured = (job.benchmark or {}) if latest else {}
+            values: list[Any] = [
+                job.jobid,
+                job.rule,
+                _pairs(job.wildcards),
+                record.get("attempt"),
+                record.get("status"),
+                start,
+                end,
+                _seconds(start, end),
+                job.threads,
+                _pairs(job.resources),
+                job.exit_code if latest else None,
+                first_error_line(record.get("error")) or None,
+                *(measured.get(name) for name in BENCHMARK_NAMES),
+            ]
+            rows.append(["" if value is None else _cell(value) for value in values])
+    return rows
+
+
+def _pairs(values: dict[str, Any] | None) -> str | None:
+    return ",".join(f"{name}={value}" for name, value in values.items()) if values else None
+
+
+def _seconds(start: str | None, end: str | None) -> str | None:
+    if not start or not end:
+        return None
+    took = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    return f"{took.total_seconds():.3f}"
+
+
+def _cell(value: Any) -> str:
+    """A TSV cell: no tab or line break inside."""
+    return " ".join(str(value).split()) if isinstance(value, str) else str(value)

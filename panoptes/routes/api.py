@@ -9,7 +9,7 @@ from quart import Blueprint, Response, request
 from .. import __version__, queries
 from ..errors import BadRequest, NotFound
 from ..models import Workflow
-from ..shapes import job_view
+from ..shapes import TRACE_FIELDS, job_view, trace_rows
 from ..status import JobStatus, WorkflowStatus
 from .bodies import body_fields, ids_in_range, int_arg, list_arg, no_nul
 from .openapi import openapi_document
@@ -155,6 +155,29 @@ async def rule_graph(workflow_id: int) -> Response:
     async with service().sessions() as session:
         graph = await queries.rule_graph(session, workflow_id)
     return json_response(graph)
+
+
+@bp.get("/workflow/<int:workflow_id>/grid")
+async def grid(workflow_id: int) -> Response:
+    await _workflow_or_404(workflow_id)
+    key = (request.args.get("key") or "").strip() or None
+    async with service().sessions() as session:
+        found = await queries.grid(session, workflow_id, key)
+    return json_response(found)
+
+
+@bp.get("/workflow/<int:workflow_id>/trace.tsv")
+async def trace(workflow_id: int) -> Response:
+    """Every attempt of every job, a row each, tab-separated (like Nextflow's trace)."""
+    await _workflow_or_404(workflow_id)
+    async with service().sessions() as session:
+        jobs = await queries.all_jobs(session, workflow_id)
+    lines = ["\t".join(TRACE_FIELDS), *("\t".join(row) for row in trace_rows(jobs))]
+    return Response(
+        "\n".join(lines) + "\n",
+        content_type="text/tab-separated-values; charset=utf-8",
+        headers={"Content-Disposition": f'inline; filename="workflow-{workflow_id}-trace.tsv"'},
+    )
 
 
 @bp.put("/workflow/<int:workflow_id>")

@@ -80,6 +80,34 @@ def resource_rows(job: dict[str, Any]) -> Markup:
     return Markup("".join(rows))
 
 
+# A status badge's colours (the pages' own: done green, error red, running blue).
+BADGE_COLOURS = {
+    "Done": "#2f9e5b",
+    "Error": "#c9372c",
+    "Running": "#2f74c0",
+    "Cancelled": "#b7791f",
+    "Stale": "#6b7280",
+}
+_BADGE_CHAR_PX = 7  # Verdana 11 px, about the width of an average character
+
+
+def badge_svg(name: str, status: str, done: int, total: int) -> str:
+    """A shields-style SVG badge: the run's name | its status and done/total."""
+    label, value = name[:40], f"{status} {done}/{total}"
+    left, right = 10 + _BADGE_CHAR_PX * len(label), 10 + _BADGE_CHAR_PX * len(value)
+    colour = BADGE_COLOURS.get(status, "#6b7280")
+    text = f"{escape(label)}: {escape(value)}"
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + right}" height="20" '
+        f'role="img" aria-label="{text}"><title>{text}</title>'
+        f'<rect width="{left}" height="20" fill="#555"/>'
+        f'<rect x="{left}" width="{right}" height="20" fill="{colour}"/>'
+        '<g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">'
+        f'<text x="5" y="14">{escape(label)}</text>'
+        f'<text x="{left + 5}" y="14">{escape(value)}</text></g></svg>'
+    )
+
+
 PAGE_HELPERS = {
     "resource_rows": resource_rows,
     "badge": badge,

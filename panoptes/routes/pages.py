@@ -10,7 +10,7 @@ from ..errors import BadRequest, NotFound
 from ..shapes import job_view
 from ..status import JobStatus, WorkflowStatus
 from .bodies import ids_in_range, int_arg, no_nul
-from .html import Row, render_page
+from .html import Row, badge_svg, render_page
 from .respond import service
 
 bp = Blueprint("pages", __name__)
@@ -124,6 +124,16 @@ async def job_page(workflow_id: int, jobid: int) -> Response:
     if job is None:
         raise NotFound(f"workflow {workflow_id} has no job {jobid}")
     return await _page("job.html", seq=seq, workflow=workflow, job=job_view(job))
+
+
+@bp.get("/badge/<int:workflow_id>.svg")
+async def badge(workflow_id: int) -> Response:
+    """The run's status for wikis and READMEs: name, status, done/total."""
+    async with service().sessions() as session:
+        wf = await _workflow(session, workflow_id)
+    svg = badge_svg(str(wf["name"]), str(wf["status"]), int(wf["jobs_done"]), int(wf["jobs_total"]))  # type: ignore[call-overload]
+    # Embedded images are fetched again each time, so the badge follows the run.
+    return Response(svg, content_type="image/svg+xml", headers={"Cache-Control": "no-cache"})
 
 
 @bp.get("/about")

@@ -11,99 +11,30 @@ from typing import Any
 
 from ... import __version__
 from ...ingest.wire import MAX_JOBS_PER_MESSAGE, MAX_NAME_CHARS
-from ...models import MAX_BIGINT, MAX_INT
+from ...models import MAX_INT
 from ...status import JobStatus, WorkflowStatus
+from .common import (
+    A_NAME,
+    CONFLICT,
+    CROSS_SITE,
+    DIGITS,
+    FORM,
+    JSON,
+    MEDIA_TYPE,
+    NO_NUL,
+    TOO_LARGE,
+    TSV,
+    UNAUTHORIZED,
+    _changes,
+    _error,
+    _json,
+    _paging,
+    _query,
+    _reads,
+    _statuses,
+    _workflow_id,
+)
 from .schemas import COUNT, RUN_FIELDS, TEXT, Schema, obj, ref, schemas
-
-JSON = "application/json"
-FORM = "application/x-www-form-urlencoded"
-
-
-def _json(schema: Schema, description: str) -> Schema:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
-
-
-def _error(description: str) -> Schema:
-    return _json(ref("Error"), description)
-
-
-BAD_QUERY = _error("a query parameter is malformed or out of range")
-NOT_FOUND = _error("no such workflow (or job), or an id out of range")
-UNAUTHORIZED = _error("PANOPTES_TOKEN is set and the request does not carry it")
-CROSS_SITE = _error("a request from another site's page may not change anything")
-CONFLICT = _error("the workflow's state does not allow it")
-TOO_LARGE = _error("the body is larger than PANOPTES_MAX_BODY_BYTES")
-MEDIA_TYPE = _error("the body is neither JSON nor a form")
-# What the server refuses in text it compares or stores as a key (PostgreSQL cannot hold a
-# NUL): the document says so, so that what it allows is what the server takes.
-NO_NUL = r"^[^\u0000]*$"
-# A name: no NUL, and something besides white space (it is stripped).
-A_NAME = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-DIGITS = r"^[0-9]+$"
-
-
-def _workflow_id() -> Schema:
-    return {
-        "name": "id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_BIGINT},
-        "example": 1,
-    }
-
-
-def _query(name: str, schema: Schema, description: str) -> Schema:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
-def _paging(what: str) -> list[Schema]:
-    return [
-        _query(
-            "limit",
-            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-            f"how many {what} to return",
-        ),
-        _query(
-            "offset",
-            {"type": "integer", "minimum": 0, "maximum": MAX_BIGINT, "default": 0},
-            f"{what} to skip",
-        ),
-        _query(
-            "cursor",
-            {"type": "integer", "minimum": 0, "maximum": MAX_BIGINT},
-            "the previous page's next_cursor (an empty value is the first page)",
-        ),
-    ]
-
-
-def _statuses(statuses: list[str]) -> Schema:
-    return _query(
-        "status",
-        {"type": "array", "items": {"type": "string", "enum": statuses}},
-        "only these statuses; repeat it or separate with commas (case does not matter)",
-    )
-
-
-def _reads(summary: str, ok: Schema, *, found: bool = True, query: bool = False) -> Schema:
-    responses: dict[str, Schema] = {"200": ok, "401": UNAUTHORIZED}
-    if query:
-        responses["400"] = BAD_QUERY
-    if found:
-        responses["404"] = NOT_FOUND
-    return {"summary": summary, "responses": responses}
-
-
-def _changes(summary: str, ok: dict[str, Schema], *, found: bool = True) -> Schema:
-    responses: dict[str, Schema] = {**ok, "401": UNAUTHORIZED, "403": CROSS_SITE}
-    if found:
-        responses["404"] = NOT_FOUND
-    return {"summary": summary, "responses": responses}
 
 
 def _workflow_paths() -> dict[str, Schema]:
@@ -278,6 +209,27 @@ def _paths() -> dict[str, Schema]:
                 **_reads(
                     "The rule graph, each rule with its job counts",
                     _json(ref("RuleGraph"), "the graph's rules first, then other rules with jobs"),
+                ),
+            }
+        },
+        "/api/workflow/{id}/grid": {
+            "get": {
+                "parameters": [
+                    _workflow_id(),
+                    _query("key", TEXT, "the wildcard to make rows by (default: most values)"),
+                ],
+                **_reads("Datasets x rules: each dataset's job per rule", _json(ref("Grid"), "")),
+            }
+        },
+        "/api/workflow/{id}/trace.tsv": {
+            "get": {
+                "parameters": [_workflow_id()],
+                **_reads(
+                    "Every attempt of every job, one tab-separated row each",
+                    {
+                        "description": "a header row, then a row per attempt",
+                        "content": {TSV: {"schema": {"type": "string"}}},
+                    },
                 ),
             }
         },

@@ -178,6 +178,43 @@ def schemas() -> dict[str, Schema]:
                 },
             }
         ),
+        "GridCell": obj(
+            {
+                "jobid": {"type": "integer"},
+                "status": {"type": "string", "enum": job_statuses},
+                "attempt": {"type": "integer", "minimum": 1},
+                "jobs": {**COUNT, "description": "jobs of this rule and dataset (usually 1)"},
+            }
+        ),
+        "Grid": obj(
+            {
+                "key": nullable({**TEXT, "description": "the wildcard naming the datasets"}),
+                "keys": {
+                    "type": "object",
+                    "additionalProperties": COUNT,
+                    "description": "every wildcard, with how many values it takes",
+                },
+                "rules": {"type": "array", "items": TEXT, "description": "in pipeline order"},
+                "other_rules": {
+                    "type": "array",
+                    "items": TEXT,
+                    "description": "rules whose jobs have no `key` (all, a merge)",
+                },
+                "rows": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "wildcards": {"type": "object"},
+                            "cells": {"type": "object", "additionalProperties": ref("GridCell")},
+                            "done": COUNT,
+                            "failed": COUNT,
+                            "total": COUNT,
+                        }
+                    ),
+                    "description": "rows with a failure first, then by value",
+                },
+            }
+        ),
         "WorkflowList": obj(
             {
                 "workflows": {"type": "array", "items": ref("Workflow")},
