@@ -277,6 +277,39 @@ async def test_job_page_shows_why_it_failed_and_what_it_used_as_they_come(
     assert errors == []
 
 
+async def test_the_samples_grid_fills_in_as_the_run_goes(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    """sm9-keepgoing (6 samples x make, align, count; align(S2) fails, align(S4) fails once):
+    the grid is drawn from the run so far, then follows it cell by cell without a reload."""
+    replay = Replay(api, "sm9-keepgoing")
+    workflow_id = await replay.start()
+    await replay.until(lambda msg: msg.get("level") == "job_finished")
+    errors: list[str] = []
+    page = await open_page(browser, f"{server.url}/workflow/{workflow_id}", errors)
+    grid = page.locator("#dataset-grid")
+    await expect(grid).to_be_visible(timeout=TIMEOUT_MS)
+    await expect(grid.locator("thead th").first).to_have_text("sample")
+    await expect(grid.locator("tbody td.status-done").first).to_be_visible()
+
+    await replay.rest()
+    row = grid.locator('tbody tr[data-key="S2"]')
+    await expect(row.locator('td[data-rule="align"]')).to_have_class(
+        "cell status-error", timeout=TIMEOUT_MS
+    )
+    await expect(row.locator('td[data-rule="count"] a')).to_have_count(0)  # never ran
+    flaky = grid.locator('tbody tr[data-key="S4"] td[data-rule="align"] a')
+    await expect(flaky).to_have_class("retried", timeout=TIMEOUT_MS)
+    await expect(flaky).to_have_attribute("title", "Done (attempt 2)")
+    await expect(grid.locator("tbody tr")).to_have_count(6)
+    await expect(grid.locator('tbody tr[data-key="S1"] td').last).to_have_text("3/3")
+    href = await row.locator('td[data-rule="align"] a').get_attribute("href")
+    assert href is not None and href.startswith(f"/workflow/{workflow_id}/job/")
+    await assert_never_reloaded(page)
+    await screenshot(page, "grid")
+    assert errors == []
+
+
 async def test_rename_cancel_and_delete_from_the_workflow_page(
     browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
 ) -> None:
