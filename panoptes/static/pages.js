@@ -77,8 +77,19 @@
     }
   }
 
+  // Said to screen readers by the page's live region (base.html #announcer).
+  function announce(text) {
+    const announcer = document.getElementById("announcer");
+    if (announcer) announcer.textContent = text;
+  }
+
   function setStatus(el, status) {
+    const before = el.dataset.status;
     el.dataset.status = status;
+    if (before && before !== status && el.dataset.workflowId) {
+      const name = el.querySelector('[data-field="name"]');
+      announce((name ? name.textContent : "workflow " + el.dataset.workflowId) + " is now " + status);
+    }
     const badge = el.querySelector("[data-status]");
     if (badge) {
       badge.textContent = status;
@@ -319,15 +330,17 @@
       const th = document.createElement("th");
       th.textContent = value;
       tr.appendChild(th);
+      const tds = new Map();  // rule -> its cell (rule names are the user's: no selectors)
       for (const rule of grid.rules) {
         const td = document.createElement("td");
         td.dataset.rule = rule;
         td.className = "cell";
         tr.appendChild(td);
+        tds.set(rule, td);
       }
       tr.appendChild(document.createElement("td"));
       table.tBodies[0].appendChild(tr);
-      const row = {wildcards, tr, cells: new Map()};
+      const row = {wildcards, tr, tds, cells: new Map()};
       rows.set(value, row);
       return row;
     }
@@ -346,7 +359,7 @@
       for (const [value, old] of kept) {
         const row = addRow(value, old.wildcards);
         row.cells = old.cells;
-        for (const [rule, jobs] of row.cells) drawCell(row.tr.querySelector('[data-rule="' + rule + '"]'), jobs);
+        for (const [rule, jobs] of row.cells) drawCell(row.tds.get(rule), jobs);
         drawCount(row);
       }
       section.hidden = rows.size === 0;
@@ -363,7 +376,7 @@
       if (!row.cells.has(job.rule)) row.cells.set(job.rule, new Map());
       const jobs = row.cells.get(job.rule);
       jobs.set(job.jobid, {jobid: job.jobid, status: job.status, attempt: job.attempt});
-      drawCell(row.tr.querySelector('[data-rule="' + job.rule + '"]'), jobs);
+      drawCell(row.tds.get(job.rule), jobs);
       drawCount(row);
       section.hidden = false;
     }
@@ -374,7 +387,7 @@
         grid = {key: data.key, rules: data.rules};
         for (const item of data.rows || []) {
           const value = String(item.wildcards[data.key]);
-          const row = {wildcards: item.wildcards, tr: null, cells: new Map()};
+          const row = {wildcards: item.wildcards, tr: null, tds: null, cells: new Map()};
           for (const [rule, cell] of Object.entries(item.cells)) {
             row.cells.set(rule, new Map([[cell.jobid, cell]]));
           }

@@ -205,8 +205,16 @@ async def test_failed_run_shows_its_error_live(
     assert stored
     await expect(error_box).to_have_text(stored)
     await expect(page.locator('#jobs tbody tr[data-status="Error"]')).to_have_count(1)
+    await expect(page.locator("#announcer")).to_contain_text("is now Error")
     await assert_never_reloaded(page)
     await screenshot(page, "workflow-error")
+    # The user's dark preference, at phone width: dark, and nothing wider than the screen.
+    await page.emulate_media(color_scheme="dark")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    background = await page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    assert background == "rgb(18, 22, 28)", background
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await screenshot(page, "workflow-error-dark-phone")
     assert errors == []
 
 
@@ -331,8 +339,12 @@ async def test_rename_cancel_and_delete_from_the_workflow_page(
         "renamed by the UI"
     )
 
+    # A running workflow can be cancelled, not deleted; an ended one the other way round.
+    await expect(page.locator('#workflow [data-action="delete"]')).to_be_hidden()
     await page.click('#workflow [data-action="cancel"]')
     await expect(page.locator("#workflow [data-status]")).to_have_text("Cancelled")
+    await expect(page.locator('#workflow [data-action="cancel"]')).to_be_hidden()
+    await expect(page.locator("#announcer")).to_have_text("renamed by the UI is now Cancelled")
     await screenshot(page, "workflow-cancelled")
 
     await page.click('#workflow [data-action="delete"]')
