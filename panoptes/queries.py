@@ -227,18 +227,14 @@ async def _edges_from_files(session: AsyncSession, workflow_id: int) -> list[lis
 
 async def grid(session: AsyncSession, workflow_id: int, key: str | None) -> dict[str, Any]:
     """Datasets x rules (shapes.grid_view): by `key`, or by the wildcard with most values."""
-    jobs = await _all_jobs(session, workflow_id)
+    jobs = await all_jobs(session, workflow_id)
     chosen, keys = grid_key(jobs)
     rules = [rule["rule"] for rule in await rule_progress(session, workflow_id) if rule["rule"]]
     return {**grid_view(jobs, rules, key or chosen), "keys": keys}
 
 
 async def all_jobs(session: AsyncSession, workflow_id: int) -> list[Job]:
-    """Every job of a workflow, by job id (the trace)."""
-    return await _all_jobs(session, workflow_id)
-
-
-async def _all_jobs(session: AsyncSession, workflow_id: int) -> list[Job]:
+    """Every job of a workflow, by job id (the grid, the trace)."""
     query = select(Job).where(Job.workflow_id == workflow_id).order_by(Job.jobid)
     return list(await session.scalars(query))
 

@@ -150,7 +150,7 @@ def feed_message(
 # --------------------------------------------------------------------------- at a glance
 
 # A cell shows its most telling job when several share it: a failure over a running job,
-# over a waiting one, over a done one.
+# over a waiting one, over a done one (pages.js CELL_ORDER twins it, for live updates).
 _CELL_ORDER = {JobStatus.ERROR: 0, JobStatus.RUNNING: 1, JobStatus.WAITING: 2, JobStatus.DONE: 3}
 
 
@@ -168,22 +168,21 @@ def grid_key(jobs: list[Any]) -> tuple[str | None, dict[str, int]]:
 def grid_view(jobs: list[Any], rules: list[str], key: str | None) -> dict[str, Any]:
     """Datasets x rules: a row per value of `key`, a cell per rule with that row's job (the
     most telling one, and how many there are). Rules none of whose jobs has `key` (`all`, a
-    merge) are left out of the columns and named under `other_rules`."""
+    merge) are left out of the columns and named under `other_rules`. `jobs` come in job id
+    order (queries.all_jobs), so of equally telling jobs a cell shows the first."""
     rows: dict[str, dict[str, Any]] = {}
     keyed: set[str] = set()
-    for job in sorted(jobs, key=lambda job: job.jobid):
+    for job in jobs:
         wildcards = job.wildcards or {}
         if key is None or key not in wildcards or not job.rule:
             continue
         keyed.add(job.rule)
-        value = str(wildcards[key])
-        row = rows.setdefault(value, {"wildcards": {key: wildcards[key]}, "cells": {}})
-        cell = row["cells"].get(job.rule)
-        if cell is None or _CELL_ORDER[job.status] < _CELL_ORDER[cell["status"]]:
-            count = cell["jobs"] if cell else 0
-            cell = {"jobid": job.jobid, "status": job.status, "attempt": job.attempt}
-            cell["jobs"] = count
-            row["cells"][job.rule] = cell
+        row = rows.setdefault(
+            str(wildcards[key]), {"wildcards": {key: wildcards[key]}, "cells": {}}
+        )
+        cell = row["cells"].setdefault(job.rule, {"jobs": 0})
+        if "status" not in cell or _CELL_ORDER[job.status] < _CELL_ORDER[cell["status"]]:
+            cell.update(jobid=job.jobid, status=job.status, attempt=job.attempt)
         cell["jobs"] += 1
     columns = [rule for rule in rules if rule in keyed]
     for row in rows.values():
@@ -224,10 +223,11 @@ TRACE_FIELDS = (
 
 
 def trace_rows(jobs: list[Any]) -> list[list[str]]:
-    """One row per attempt of every job, in TRACE_FIELDS order (a Nextflow-like trace). The
-    benchmark and exit code belong to a job's latest attempt."""
+    """One row per attempt of every job (in the order given: queries.all_jobs, by job id),
+    in TRACE_FIELDS order (a Nextflow-like trace). The benchmark and exit code belong to a
+    job's latest attempt."""
     rows = []
-    for job in sorted(jobs, key=lambda job: job.jobid):
+    for job in jobs:
         attempts = job.attempts or [
             {"attempt": job.attempt, "status": job.status, "started_at": None, "error": None}
         ]

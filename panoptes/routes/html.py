@@ -44,8 +44,6 @@ def bar(done: int, total: int, running: int = 0, error: int = 0) -> Markup:
     )
 
 
-# Small pieces of HTML every row repeats, as Python functions: a Jinja macro call costs
-# several times as much, and a workflow page makes hundreds.
 # What a benchmark: file measures, as the job page names it (pages.js USED twins it).
 USED = (
     ("s", "wall time", "s"),
@@ -91,9 +89,11 @@ BADGE_COLOURS = {
 _BADGE_CHAR_PX = 7  # Verdana 11 px, about the width of an average character
 
 
-def badge_svg(name: str, status: str, done: int, total: int) -> str:
-    """A shields-style SVG badge: the run's name | its status and done/total."""
-    label, value = name[:40], f"{status} {done}/{total}"
+def badge_svg(wf: dict[str, Any]) -> str:
+    """A shields-style SVG badge of a workflow (as the API shows it): its name | its status
+    and done/total."""
+    status = str(wf["status"])
+    label, value = str(wf["name"])[:40], f"{status} {wf['jobs_done']}/{wf['jobs_total']}"
     left, right = 10 + _BADGE_CHAR_PX * len(label), 10 + _BADGE_CHAR_PX * len(value)
     colour = BADGE_COLOURS.get(status, "#6b7280")
     text = f"{escape(label)}: {escape(value)}"
@@ -108,6 +108,8 @@ def badge_svg(name: str, status: str, done: int, total: int) -> str:
     )
 
 
+# Small pieces of HTML every row repeats, as Python functions: a Jinja macro call costs
+# several times as much, and a workflow page makes hundreds.
 PAGE_HELPERS = {
     "resource_rows": resource_rows,
     "badge": badge,

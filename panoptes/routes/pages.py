@@ -131,9 +131,10 @@ async def badge(workflow_id: int) -> Response:
     """The run's status for wikis and READMEs: name, status, done/total."""
     async with service().sessions() as session:
         wf = await _workflow(session, workflow_id)
-    svg = badge_svg(str(wf["name"]), str(wf["status"]), int(wf["jobs_done"]), int(wf["jobs_total"]))  # type: ignore[call-overload]
     # Embedded images are fetched again each time, so the badge follows the run.
-    return Response(svg, content_type="image/svg+xml", headers={"Cache-Control": "no-cache"})
+    return Response(
+        badge_svg(wf), content_type="image/svg+xml", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @bp.get("/about")

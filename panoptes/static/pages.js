@@ -284,6 +284,7 @@
 
   // ---- datasets x rules (GET /api/workflow/<id>/grid, then kept by job.updated)
 
+  // Which job a cell shows when several share it (shapes.py _CELL_ORDER twins it).
   const CELL_ORDER = {Error: 0, Running: 1, Waiting: 2, Done: 3};
 
   function datasetGrid(workflowId) {

@@ -50,16 +50,12 @@ def cohort(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def with_plugin(url: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "args": ["--cores", "2", "--logger", "panoptes", "--logger-panoptes-address", url, *args],
-        "env": env,
-    }
-
-
-def run_cohort(binary: Path, workdir: Path, url: str, *args: str, **kw: Any) -> Run:
-    call = with_plugin(url, *args, env=kw.get("env"))
-    return run_snakemake(binary, workdir, *call["args"], env=call["env"], timeout=120)
+def run_cohort(
+    binary: Path, workdir: Path, url: str, *args: str, env: dict[str, str] | None = None
+) -> Run:
+    """The cohort run with the plugin reporting to `url`."""
+    plugin = ("--logger", "panoptes", "--logger-panoptes-address", url)
+    return run_snakemake(binary, workdir, "--cores", "2", *plugin, *args, env=env, timeout=120)
 
 
 def job_stats(run: Run) -> dict[str, int]:
