@@ -15,7 +15,15 @@ from sqlalchemy import ColumnElement, and_, func, null, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .models import Event, Job, Workflow, is_silent, silent_since
-from .shapes import count_job, event_message, grid_key, grid_view, rule_view, workflow_view
+from .shapes import (
+    count_job,
+    event_message,
+    grid_key,
+    grid_view,
+    rule_view,
+    timeline_view,
+    workflow_view,
+)
 from .status import WORKFLOW_LEVEL_PREFIX, WorkflowStatus
 
 W = WorkflowStatus
@@ -231,6 +239,18 @@ async def grid(session: AsyncSession, workflow_id: int, key: str | None) -> dict
     chosen, keys = grid_key(jobs)
     rules = [rule["rule"] for rule in await rule_progress(session, workflow_id) if rule["rule"]]
     return {**grid_view(jobs, rules, key or chosen), "keys": keys}
+
+
+async def timeline(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
+    """Every attempt of every job on a time axis, grouped by rule (shapes.timeline_view)."""
+    query = (
+        select(Job.jobid, Job.rule, Job.wildcards, Job.attempt, Job.attempts)
+        .where(Job.workflow_id == workflow_id)
+        .order_by(Job.jobid)
+    )
+    jobs = list(await session.execute(query))
+    rules = [rule["rule"] for rule in await rule_progress(session, workflow_id)]
+    return timeline_view(jobs, rules)
 
 
 async def all_jobs(session: AsyncSession, workflow_id: int) -> list[Job]:

@@ -8,7 +8,7 @@ imports only the tables, so either side may import it without importing the othe
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .models import Event, Job, JobRow, Workflow
@@ -268,3 +268,51 @@ def _seconds(start: str | None, end: str | None) -> str | None:
 def _cell(value: Any) -> str:
     """A TSV cell: no tab or line break inside."""
     return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+
+
+# A timeline bar's status, as a small number (pages' timeline.js STATUSES twins the order).
+TIMELINE_STATUSES = (JobStatus.DONE, JobStatus.RUNNING, JobStatus.ERROR, JobStatus.WAITING)
+
+
+def timeline_view(jobs: list[Any], rules: list[str]) -> dict[str, Any]:
+    """Every attempt of every job as a bar, compact enough for 10,000 jobs: `bars` are
+    [jobid, rule index, attempt, status index, start ms, end ms or null, wildcards], times
+    counted from `origin` (the first start), rules and statuses indexed into `rules` and
+    `statuses`. Jobs come in job id order (queries.timeline_jobs)."""
+    spans: list[tuple[Any, dict[str, Any], datetime]] = []
+    for job in jobs:
+        for record in job.attempts or []:
+            if record.get("started_at"):
+                spans.append((job, record, datetime.fromisoformat(record["started_at"])))
+    names = list(rules)
+    index = {rule: number for number, rule in enumerate(names)}
+    codes = {status.value: number for number, status in enumerate(TIMELINE_STATUSES)}
+    origin = min((start for _, _, start in spans), default=None)
+    bars = []
+    for job, record, start in spans:
+        rule = job.rule or ""
+        if rule not in index:
+            index[rule] = len(names)
+            names.append(rule)
+        end = record.get("finished_at")
+        bars.append(
+            [
+                job.jobid,
+                index[rule],
+                record.get("attempt") or job.attempt,
+                codes.get(str(record.get("status")), codes[JobStatus.RUNNING.value]),
+                _ms(start - origin) if origin else 0,
+                _ms(datetime.fromisoformat(end) - origin) if end and origin else None,
+                _pairs(job.wildcards) or "",
+            ]
+        )
+    return {
+        "origin": iso(origin),
+        "rules": names,
+        "statuses": [status.value for status in TIMELINE_STATUSES],
+        "bars": bars,
+    }
+
+
+def _ms(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)

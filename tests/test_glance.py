@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
 
@@ -116,3 +117,43 @@ async def test_the_badge_says_name_status_and_progress(client: Client) -> None:
     fills = [node.get("fill") for node in svg.iter("{http://www.w3.org/2000/svg}rect")]
     assert fills[1] == "#c9372c"  # red for Error
     assert (await client.get("/badge/99999.svg")).status_code == 404
+
+
+async def test_the_timeline_has_every_attempt_on_one_clock(client: Client) -> None:
+    workflow_id = await replay_keepgoing(client)
+    timeline = await (await get(client, f"/api/workflow/{workflow_id}/timeline")).get_json()
+    jobs = (await (await get(client, f"/api/workflow/{workflow_id}/jobs")).get_json())["jobs"]
+    assert timeline["rules"][:3] == ["make", "align", "count"]
+    bars = [dict(zip(BAR_FIELDS, bar, strict=True)) for bar in timeline["bars"]]
+    assert len(bars) == sum(len(job["attempts"]) for job in jobs)
+    origin = datetime.fromisoformat(timeline["origin"])
+    for bar, (job, attempt) in zip(bars, attempts_in_order(jobs), strict=True):
+        assert bar["jobid"] == job["jobid"] and bar["attempt"] == attempt["attempt"]
+        assert timeline["rules"][bar["rule"]] == job["rule"]
+        assert timeline["statuses"][bar["status"]] == attempt["status"]
+        start = origin + timedelta(milliseconds=bar["start"])
+        assert abs(start - datetime.fromisoformat(attempt["started_at"])) < timedelta(seconds=0.01)
+        assert bar["end"] is not None and bar["end"] >= bar["start"] >= 0
+    assert min(bar["start"] for bar in bars) == 0
+    flaky = [bar for bar in bars if bar["wildcards"] == "sample=S4" and bar["rule"] == 1]
+    statuses = [timeline["statuses"][bar["status"]] for bar in flaky]
+    assert [bar["attempt"] for bar in flaky] == [1, 2] and statuses == ["Error", "Done"]
+
+
+async def test_an_empty_timeline_has_no_origin(client: Client) -> None:
+    workflow_id = (await create_workflow(client))["id"]
+    timeline = await (await get(client, f"/api/workflow/{workflow_id}/timeline")).get_json()
+    assert timeline["origin"] is None and timeline["bars"] == []
+    assert (await client.get("/api/workflow/99999/timeline")).status_code == 404
+
+
+BAR_FIELDS = ("jobid", "rule", "attempt", "status", "start", "end", "wildcards")
+
+
+def attempts_in_order(jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [
+        (job, attempt)
+        for job in sorted(jobs, key=lambda job: job["jobid"])
+        for attempt in job["attempts"]
+        if attempt["started_at"]
+    ]

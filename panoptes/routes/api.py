@@ -166,6 +166,14 @@ async def grid(workflow_id: int) -> Response:
     return json_response(found)
 
 
+@bp.get("/workflow/<int:workflow_id>/timeline")
+async def timeline(workflow_id: int) -> Response:
+    await _workflow_or_404(workflow_id)
+    async with service().sessions() as session:
+        found = await queries.timeline(session, workflow_id)
+    return json_response(found)
+
+
 @bp.get("/workflow/<int:workflow_id>/trace.tsv")
 async def trace(workflow_id: int) -> Response:
     """Every attempt of every job, a row each, tab-separated (like Nextflow's trace)."""

@@ -282,192 +282,7 @@
     feed.start();
   }
 
-  // ---- datasets x rules (GET /api/workflow/<id>/grid, then kept by job.updated)
-
-  // Which job a cell shows when several share it (shapes.py _CELL_ORDER twins it).
-  const CELL_ORDER = {Error: 0, Running: 1, Waiting: 2, Done: 3};
-
-  function datasetGrid(workflowId) {
-    const section = document.getElementById("grid-section");
-    const table = document.getElementById("dataset-grid");
-    let grid = null;
-    const waiting = [];  // events that came before the grid did
-    const rows = new Map();  // key value -> {wildcards, tr, cells: Map(rule -> Map(jobid -> job))}
-
-    function cellStatus(jobs) {
-      let best = null;
-      for (const job of jobs.values()) {
-        if (best === null || CELL_ORDER[job.status] < CELL_ORDER[best.status]) best = job;
-      }
-      return best;
-    }
-
-    function drawCell(td, jobs) {
-      const job = cellStatus(jobs);
-      td.textContent = "";
-      td.className = "cell" + (job ? " status-" + job.status.toLowerCase() : "");
-      if (!job) return;
-      const a = document.createElement("a");
-      a.href = "/workflow/" + workflowId + "/job/" + job.jobid;
-      const retried = job.attempt > 1 ? " (attempt " + job.attempt + ")" : "";
-      a.title = job.status + retried + (jobs.size > 1 ? ", " + jobs.size + " jobs" : "");
-      a.textContent = job.status === "Error" ? "✕" : job.status === "Done" ? "✓" : "•";
-      if (job.attempt > 1) a.classList.add("retried");
-      td.appendChild(a);
-    }
-
-    function drawCount(row) {
-      let done = 0;
-      for (const jobs of row.cells.values()) {
-        const job = cellStatus(jobs);
-        if (job && job.status === "Done") done++;
-      }
-      row.tr.lastChild.textContent = done + "/" + grid.rules.length;
-    }
-
-    function addRow(value, wildcards) {
-      const tr = document.createElement("tr");
-      tr.dataset.key = value;
-      const th = document.createElement("th");
-      th.textContent = value;
-      tr.appendChild(th);
-      const tds = new Map();  // rule -> its cell (rule names are the user's: no selectors)
-      for (const rule of grid.rules) {
-        const td = document.createElement("td");
-        td.dataset.rule = rule;
-        td.className = "cell";
-        tr.appendChild(td);
-        tds.set(rule, td);
-      }
-      tr.appendChild(document.createElement("td"));
-      table.tBodies[0].appendChild(tr);
-      const row = {wildcards, tr, tds, cells: new Map()};
-      rows.set(value, row);
-      return row;
-    }
-
-    function render() {
-      table.textContent = "";
-      const head = table.createTHead().insertRow();
-      for (const name of [grid.key, ...grid.rules, "done"]) {
-        const th = document.createElement("th");
-        th.textContent = name;
-        head.appendChild(th);
-      }
-      table.appendChild(document.createElement("tbody"));
-      const kept = Array.from(rows.entries());
-      rows.clear();
-      for (const [value, old] of kept) {
-        const row = addRow(value, old.wildcards);
-        row.cells = old.cells;
-        for (const [rule, jobs] of row.cells) drawCell(row.tds.get(rule), jobs);
-        drawCount(row);
-      }
-      section.hidden = rows.size === 0;
-    }
-
-    function place(job) {
-      const value = job.wildcards ? job.wildcards[grid.key] : undefined;
-      if (value === undefined || !job.rule) return;
-      if (!grid.rules.includes(job.rule)) {
-        grid.rules.push(job.rule);  // a rule new to the run: a new column
-        render();
-      }
-      const row = rows.get(String(value)) || addRow(String(value), {[grid.key]: value});
-      if (!row.cells.has(job.rule)) row.cells.set(job.rule, new Map());
-      const jobs = row.cells.get(job.rule);
-      jobs.set(job.jobid, {jobid: job.jobid, status: job.status, attempt: job.attempt});
-      drawCell(row.tds.get(job.rule), jobs);
-      drawCount(row);
-      section.hidden = false;
-    }
-
-    fetch("/api/workflow/" + workflowId + "/grid", {credentials: "same-origin"})
-      .then((response) => response.json())
-      .then((data) => {
-        grid = {key: data.key, rules: data.rules};
-        for (const item of data.rows || []) {
-          const value = String(item.wildcards[data.key]);
-          const row = {wildcards: item.wildcards, tr: null, tds: null, cells: new Map()};
-          for (const [rule, cell] of Object.entries(item.cells)) {
-            row.cells.set(rule, new Map([[cell.jobid, cell]]));
-          }
-          rows.set(value, row);
-        }
-        render();
-        if (grid.key !== null) waiting.splice(0).forEach(place);
-      })
-      .catch(() => { section.hidden = true; });
-
-    return {
-      update(job) {
-        if (grid === null) {
-          waiting.push(job);
-        } else if (grid.key === null) {
-          // No wildcards until now: the first job with some names the key.
-          const names = Object.keys(job.wildcards || {});
-          if (names.length) { grid.key = names[0]; render(); place(job); }
-        } else {
-          place(job);
-        }
-      },
-    };
-  }
-
   // ---- workflow page
-
-  function timeline(jobs) {
-    const container = document.getElementById("timeline");
-    const started = jobs.filter((j) => j.started_at).sort(
-      (a, b) => Date.parse(a.started_at) - Date.parse(b.started_at) || a.jobid - b.jobid);
-    container.textContent = "";
-    if (!started.length) {
-      const p = document.createElement("p");
-      p.className = "empty";
-      p.textContent = "No job has started yet.";
-      container.appendChild(p);
-      return;
-    }
-    const now = Date.now();
-    const t0 = Date.parse(started[0].started_at);
-    const t1 = Math.max(...started.map((j) => (j.finished_at ? Date.parse(j.finished_at) : now)));
-    const span = Math.max(t1 - t0, 1000);
-    const rowHeight = 18;
-    const labelWidth = 30;
-    const ns = "http://www.w3.org/2000/svg";
-    const svg = document.createElementNS(ns, "svg");
-    svg.setAttribute("viewBox", "0 0 100 " + started.length * rowHeight);
-    svg.setAttribute("preserveAspectRatio", "none");
-    svg.setAttribute("height", String(started.length * rowHeight));
-    svg.classList.add("gantt");
-    started.forEach((job, i) => {
-      const start = Date.parse(job.started_at);
-      const end = job.finished_at ? Date.parse(job.finished_at) : now;
-      const x = labelWidth + ((100 - labelWidth) * (start - t0)) / span;
-      const w = Math.max(0.3, ((100 - labelWidth) * (end - start)) / span);
-      const rect = document.createElementNS(ns, "rect");
-      rect.setAttribute("x", x.toFixed(3));
-      rect.setAttribute("y", String(i * rowHeight + 3));
-      rect.setAttribute("width", w.toFixed(3));
-      rect.setAttribute("height", String(rowHeight - 6));
-      rect.setAttribute("class", "gantt-" + String(job.status).toLowerCase());
-      const title = document.createElementNS(ns, "title");
-      title.textContent = (job.rule || "job") + " " + describe(job.wildcards) + " · " + job.status +
-        " · " + formatDuration(end - start);
-      rect.appendChild(title);
-      svg.appendChild(rect);
-    });
-    const labels = document.createElement("ol");
-    labels.className = "gantt-labels";
-    started.forEach((job) => {
-      const li = document.createElement("li");
-      li.textContent = job.jobid + " " + (job.rule || "?") +
-        (job.wildcards && Object.keys(job.wildcards).length ? " (" + describe(job.wildcards) + ")" : "");
-      labels.appendChild(li);
-    });
-    container.appendChild(labels);
-    container.appendChild(svg);
-  }
 
   function workflowPage() {
     const workflowId = Number(body.dataset.workflowId);
@@ -515,9 +330,6 @@
         shown ? (offset + 1) + "\u2013" + (offset + shown) + " of " + count : "";
       pager.querySelector('[data-pager="previous"]').hidden = offset === 0;
       pager.querySelector('[data-pager="next"]').hidden = offset + pageSize >= count;
-      // The timeline draws the jobs on this page: say so when that is not all of them.
-      document.getElementById("timeline-scope").hidden =
-        offset === 0 && count <= pageSize && !statusFilter && !ruleFilter;
     }
 
     function addRuleOption(rule) {
@@ -537,7 +349,6 @@
         // rule's counts.
         if (row) row.remove();
         jobs.delete(job.jobid);
-        scheduleTimeline();
         return;
       }
       if (!row) {
@@ -554,7 +365,6 @@
       fill(row, job);
       row.querySelector('a[data-field="jobid"]').href = "/workflow/" + workflowId + "/job/" + job.jobid;
       updatePager();
-      scheduleTimeline();
     }
 
     function upsertRule(rule) {
@@ -605,12 +415,6 @@
       document.title = wf.name + " · panoptes";
     }
 
-    let timelineTimer = null;
-    function scheduleTimeline() {
-      if (timelineTimer) return;
-      timelineTimer = setTimeout(() => { timelineTimer = null; timeline(Array.from(jobs.values())); }, 250);
-    }
-
     bindActions(header, () => workflowId,
       () => header.querySelector('[data-field="name"]').textContent);
 
@@ -630,22 +434,27 @@
         jobsBody.textContent = "";
         rulesBody.textContent = "";
         updatePager();
-        scheduleTimeline();
+        timeline.reset();
       }
       updateWorkflow(event.workflow);
     });
-    const grid = datasetGrid(workflowId);
+    const views = window.PanoptesViews;
+    const grid = views.datasetGrid(workflowId);
+    const timeline = views.timeline(workflowId, {formatTime, formatDuration});
+    const graph = views.ruleGraph(workflowId, ruleFilter || null);
+    if (ruleFilter && grid.focusRule) grid.focusRule(ruleFilter);
     feed.on("job.updated", (event) => {
       upsertJob(event.job);
       upsertFailed(event.job);
       grid.update(event.job);
+      timeline.update(event.job);
+      graph.job(event.job);
     });
-    feed.on("rule.updated", (event) => upsertRule(event.rule));
+    feed.on("rule.updated", (event) => {
+      upsertRule(event.rule);
+      graph.rule(event.rule);
+    });
     feed.start();
-    timeline(Array.from(jobs.values()));
-    setInterval(() => {
-      if (Array.from(jobs.values()).some((j) => j.status === "Running")) scheduleTimeline();
-    }, 2000);
   }
 
   // ---- job page

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from ..conftest import CAPTURES, ROOT, LiveServer
 
@@ -232,3 +232,9 @@ async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:
 async def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def screenshot_of(locator: Locator, name: str) -> None:
+    """A picture of one part of a page (a graph, the timeline)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await locator.screenshot(path=str(ARTIFACTS / f"{name}.png"))

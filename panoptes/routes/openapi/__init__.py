@@ -221,6 +221,12 @@ def _paths() -> dict[str, Schema]:
                 **_reads("Datasets x rules: each dataset's job per rule", _json(ref("Grid"), "")),
             }
         },
+        "/api/workflow/{id}/timeline": {
+            "get": {
+                "parameters": [_workflow_id()],
+                **_reads("Every attempt of every job on a time axis", _json(ref("Timeline"), "")),
+            }
+        },
         "/api/workflow/{id}/trace.tsv": {
             "get": {
                 "parameters": [_workflow_id()],

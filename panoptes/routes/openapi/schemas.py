@@ -215,6 +215,19 @@ def schemas() -> dict[str, Schema]:
                 },
             }
         ),
+        "Timeline": obj(
+            {
+                "origin": nullable({**TEXT, "description": "the first start; bars count from it"}),
+                "rules": {"type": "array", "items": TEXT, "description": "in pipeline order"},
+                "statuses": {"type": "array", "items": {"type": "string", "enum": job_statuses}},
+                "bars": {
+                    "type": "array",
+                    "items": {"type": "array", "minItems": 7, "maxItems": 7},
+                    "description": "an attempt each: [jobid, index into rules, attempt, index"
+                    " into statuses, start ms, end ms or null while it runs, wildcards]",
+                },
+            }
+        ),
         "WorkflowList": obj(
             {
                 "workflows": {"type": "array", "items": ref("Workflow")},
