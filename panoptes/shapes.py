@@ -76,6 +76,8 @@ def job_view(job: Job | JobRow) -> dict[str, Any]:
         "reason": job.reason,
         "is_checkpoint": job.is_checkpoint,
         "started_at": iso(job.started_at),
+        # When its first attempt started (started_at is its latest attempt's start).
+        "first_started_at": first_start(job),
         "finished_at": iso(job.finished_at),
         "completed_at": iso(job.finished_at),
         "attempt": job.attempt,
@@ -86,6 +88,13 @@ def job_view(job: Job | JobRow) -> dict[str, Any]:
         "logs": job.logs or [],
         "benchmark": job.benchmark,
     }
+
+
+def first_start(job: Job | JobRow) -> str | None:
+    for record in job.attempts or []:
+        if record.get("started_at"):
+            return str(record["started_at"])
+    return iso(job.started_at)
 
 
 def error_line(job: Job | JobRow) -> str | None:

@@ -45,9 +45,31 @@
     return String(value);
   }
 
+  // "3 min ago", for times of the last day; the date and time beyond that.
+  function relativeTime(iso) {
+    const at = Date.parse(iso);
+    if (!iso || isNaN(at)) return formatTime(iso);
+    const seconds = Math.round((Date.now() - at) / 1000);
+    if (seconds < -60 || seconds >= 86400) return formatTime(iso);
+    if (seconds < 10) return "just now";
+    if (seconds < 60) return seconds + " s ago";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
+    const hours = Math.floor(seconds / 3600);
+    const minutes = Math.floor((seconds % 3600) / 60);
+    return hours + " h " + (minutes ? minutes + " min " : "") + "ago";
+  }
+
+  // A <time>: how long ago, with the absolute time on hover.
+  function setTime(el, iso) {
+    el.setAttribute("datetime", iso || "");
+    el.textContent = iso ? relativeTime(iso) : formatTime(iso);
+    el.title = iso ? formatTime(iso) : "";
+  }
+
   function refreshTimes(scope) {
     for (const el of scope.querySelectorAll("time[datetime]")) {
-      el.textContent = formatTime(el.getAttribute("datetime"));
+      const iso = el.getAttribute("datetime");
+      if (iso) setTime(el, iso);
     }
   }
 
@@ -126,13 +148,11 @@
       const key = node.dataset.time;
       if (!(key in obj)) continue;
       const time = node.querySelector("time");
-      if (time) {
-        time.setAttribute("datetime", obj[key] || "");
-        time.textContent = formatTime(obj[key]);
-      }
+      if (time) setTime(time, obj[key]);
     }
     for (const node of el.querySelectorAll("[data-duration]")) {
-      if ("started_at" in obj) node.dataset.start = obj.started_at || "";
+      const from = node.dataset.from || "started_at";  // a job's whole time: first_started_at
+      if (from in obj) node.dataset.start = obj[from] || "";
       if ("finished_at" in obj) node.dataset.end = obj.finished_at || "";
     }
     if ("status" in obj) setStatus(el, obj.status);
@@ -404,6 +424,11 @@
           failedList.appendChild(item);
         }
         fill(item, job);
+        // The first log end the plugin sent (the failed_job macro twins it).
+        const tail = (job.logs || []).map((log) => log.tail).find((text) => text) || "";
+        const details = item.querySelector('[data-field="log_tail"]');
+        details.querySelector("pre").textContent = tail;
+        details.hidden = !tail;
       }
       failedSection.hidden = failedList.children.length === 0;
     }
@@ -571,6 +596,7 @@
   refreshTimes(document);
   refreshDurations(document);
   setInterval(() => refreshDurations(document), 1000);
+  setInterval(() => refreshTimes(document), 10000);
   if (page === "dashboard") dashboard();
   else if (page === "workflow") workflowPage();
   else if (page === "job") jobPage();

@@ -72,6 +72,12 @@
     }
 
     function draw(graph) {
+      if (!graph.nodes.length) {  // no rule known yet: nothing to lay out
+        nodes.clear();
+        holder.textContent = "";
+        section.hidden = true;
+        return;
+      }
       const g = new window.dagre.graphlib.Graph();
       g.setGraph({rankdir: "LR", nodesep: 18, ranksep: 40, marginx: 8, marginy: 8});
       g.setDefaultEdgeLabel(() => ({}));

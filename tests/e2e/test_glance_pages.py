@@ -4,6 +4,8 @@ filter the page to it. Screenshots go to test-artifacts/pages/."""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -131,4 +133,49 @@ async def test_a_rule_graph_the_client_sent_is_drawn_before_any_job(
     await expect(page.locator("#timeline")).to_have_attribute("data-bars", "1")
     await assert_never_reloaded(page)
     await screenshot_of(section, "rulegraph-from-the-client")
+    assert errors == []
+
+
+async def test_times_are_relative_and_a_retried_job_shows_its_first_start(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    workflow_id = (await api.get("/create_workflow")).json()["id"]
+    errors: list[str] = []
+    page = await open_page(browser, f"{server.url}/workflow/{workflow_id}", errors)
+    await post_message(api, workflow_id, {"level": "job_info", "jobid": 1, "name": "align"})
+    await post_message(api, workflow_id, {"level": "job_started", "jobs": [1]})
+    failure = {
+        "level": "job_error",
+        "jobid": 1,
+        "name": "align",
+        "error": "RuleException:\nCommand 'bwa mem' returned non-zero exit status 3.",
+        "exit_code": 3,
+        "logs": [{"path": "logs/align.log", "tail": "reading\ntruncated FASTQ record\n"}],
+    }
+    await post_message(api, workflow_id, failure)
+    failed = page.locator("#failed-jobs li")
+    await expect(failed.locator('[data-field="error_line"]')).to_have_text(
+        "truncated FASTQ record", timeout=TIMEOUT_MS
+    )
+    log = failed.locator('[data-field="log_tail"]')
+    await log.locator("summary").click()
+    await expect(log.locator("pre")).to_have_text("reading\ntruncated FASTQ record\n")
+    await post_message(api, workflow_id, {"level": "job_started", "jobs": [1]})  # the retry
+    await expect(page.locator("#failed-jobs")).to_be_hidden(timeout=TIMEOUT_MS)
+    job = (await api.get(f"/api/workflow/{workflow_id}/job/1")).json()["job"]
+    assert job["attempt"] == 2 and job["first_started_at"] == job["attempts"][0]["started_at"]
+    assert job["first_started_at"] != job["started_at"]
+    row = page.locator('#jobs tbody tr[data-jobid="1"]')
+    await expect(row.locator('[data-field="attempt"]')).to_have_text("2")
+    started = row.locator('[data-time="first_started_at"] time')
+    await expect(started).to_have_attribute("datetime", job["first_started_at"])
+    await expect(started).to_have_text(re.compile(r"^(just now|\d+ s ago)$"))
+    title = await started.get_attribute("title")
+    assert title and str(datetime.fromisoformat(job["first_started_at"]).year) in title
+    # A reload shows the same: the server renders the first start too.
+    await page.reload()
+    await expect(started).to_have_attribute("datetime", job["first_started_at"])
+    await expect(page.locator('[data-time="updated_at"] time')).to_have_text(
+        re.compile(r"ago|just now")
+    )
     assert errors == []
