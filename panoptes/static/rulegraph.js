@@ -98,7 +98,6 @@
         viewBox: "0 0 " + Math.ceil(size.width) + " " + Math.ceil(size.height),
         width: Math.ceil(size.width), role: "group", "aria-label": "rule graph",
       }, holder);
-      root.style.maxWidth = "100%";
       const defs = svg("defs", {}, root);
       const marker = svg("marker", {id: "rulegraph-arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
         markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse"}, defs);
