@@ -1,3 +1,3 @@
 """panoptes: a live monitoring server for Snakemake workflows."""
 
-__version__ = "2.0.0.dev0"
+__version__ = "2.0.0"

@@ -49,6 +49,21 @@ def test_version_flag_prints_the_version():
     assert result.stdout.strip() == f"panoptes {__version__}"
 
 
+def test_the_distribution_is_panoptes_ui_2():
+    """Installed as panoptes-ui (the name panoptes 1.x had on PyPI; "panoptes" there is an
+    unrelated project), at the version the command prints."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "pip", "show", "panoptes-ui"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    fields = dict(line.split(": ", 1) for line in shown.stdout.splitlines() if ": " in line)
+    assert (fields["Name"], fields["Version"]) == ("panoptes-ui", __version__)
+    assert __version__.split(".")[0] == "2"
+
+
 def test_help_lists_flags_endpoints_and_environment(capsys: pytest.CaptureFixture[str]):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--help"])
