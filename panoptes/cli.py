@@ -18,9 +18,9 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from . import __version__, serving
+from . import __version__, client, serving
 from .app import create_app
-from .config import Config, ConfigError
+from .config import DEFAULT_SERVER_URL, Config, ConfigError
 from .db import make_engine, sqlite_file
 from .migrations import SchemaError, schema_state, upgrade_schema
 from .service import Service
@@ -43,6 +43,11 @@ REST API:
   DELETE /api/workflow/<id>
   DELETE /api/workflows/all
 
+A running server, from a terminal (--url or PANOPTES_URL; the token from PANOPTES_TOKEN):
+  panoptes list [--status S]      workflows, newest first
+  panoptes show ID                a workflow's rules and failed jobs
+  panoptes watch ID               follow it live until it ends (exit 0 if Done)
+
 Database (see panoptes db --help):
   panoptes db upgrade             migrate to the newest schema (converts panoptes 1.x too)
   panoptes db current             print the schema revision
@@ -59,9 +64,12 @@ Environment (flags win):
   PANOPTES_SERVER          the HTTP server: uvicorn (default) or hypercorn
 """
 
+CLIENT_COMMANDS = ("list", "show", "watch")
+
 USAGE = """\
 panoptes [--host HOST] [--port PORT] [--db DB] [--log-level LEVEL] [--access-log FILE]
        panoptes db {upgrade,current,prune} [--db DB] [--days N]
+       panoptes {list,show,watch} [ID] [--url URL] [--json]
        panoptes --version | --help | db --help"""
 
 DB_EPILOG = """\
@@ -96,10 +104,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="write an access log to FILE ('-': standard output); tokens are redacted",
     )
     parser.add_argument("--version", action="version", version=f"panoptes {__version__}")
-    _add_db_commands(
-        parser.add_subparsers(dest="command", title="commands", metavar="db", prog="panoptes")
+    commands = parser.add_subparsers(
+        dest="command", title="commands", metavar="{db,list,show,watch}", prog="panoptes"
     )
+    _add_db_commands(commands)
+    _add_client_commands(commands)
     return parser.parse_args(argv)
+
+
+def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The terminal client's commands: they talk to a running server (client/)."""
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument(
+        "--url", help=f"the server (default PANOPTES_URL, else {DEFAULT_SERVER_URL})"
+    )
+    server.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    listing = commands.add_parser(
+        "list", parents=[server], help="list workflows, newest first (a running server's)"
+    )
+    listing.add_argument("--status", help="only these statuses, e.g. Running,Error")
+    listing.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    shown = commands.add_parser(
+        "show", parents=[server], help="a workflow: its rules' progress and failed jobs"
+    )
+    shown.add_argument("workflow_id", type=int, metavar="ID")
+    watched = commands.add_parser(
+        "watch",
+        parents=[server],
+        help="follow a workflow live until it ends (exit 0 if Done, 1 if not)",
+        description="Follow a workflow live from the server's feed until it ends, resuming "
+        "after a lost connection. Exits 0 when it ends Done, 1 when it fails, is cancelled "
+        "or deleted, 2 when the server cannot be asked. --json prints each feed event as a "
+        "line of JSON.",
+    )
+    watched.add_argument("workflow_id", type=int, metavar="ID")
 
 
 def _days(text: str) -> float:
@@ -144,6 +182,8 @@ async def run(config: Config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        return client.run_command(args)
     level = args.log_level or ("warning" if args.command == "db" else "info")
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

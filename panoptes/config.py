@@ -206,3 +206,23 @@ class Config:
         if "db_url" in given:
             given["db_url"] = database_url(given["db_url"])
         return replace(config, **given)
+
+
+DEFAULT_SERVER_URL = "http://127.0.0.1:5000"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the terminal client (`panoptes list|show|watch`) finds a server: --url, else
+    PANOPTES_URL, else this machine's default port; the token as the server reads it."""
+
+    url: str = DEFAULT_SERVER_URL
+    token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, url: str | None = None, env: dict[str, str] | None = None) -> ClientConfig:
+        env = dict(os.environ if env is None else env)
+        chosen = (url or env.get("PANOPTES_URL", "").strip() or DEFAULT_SERVER_URL).rstrip("/")
+        if not chosen.startswith(("http://", "https://")):
+            raise ConfigError(f"the server URL must start with http:// or https://, got {chosen!r}")
+        return cls(url=chosen, token=_token(env))

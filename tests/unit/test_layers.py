@@ -19,6 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": {"ingest.wire", "ingest.machine", "ingest.runs"},
     "store": set(),  # the write side never imports the read side, nor the machine
     "queries": set(),
+    "eta": set(),  # the read side too: the estimate of a running workflow's time left
     "hub": set(),
     "service": {
         "ingest",
@@ -30,10 +31,11 @@ ALLOWED: dict[str, set[str]] = {
         "hub",
         "migrations",
     },
-    "routes": {"ingest.wire", "queries", "hub", "service"},  # changes go through the service
+    "routes": {"ingest.wire", "queries", "eta", "hub", "service"},  # changes go through the service
     "serving": set(),
     "app": {"routes", "service", "serving"},
-    "cli": {"app", "serving", "service", "migrations"},
+    "client": set(),  # the terminal client talks to a server over HTTP, never in-process
+    "cli": {"app", "serving", "service", "migrations", "client"},
     "__main__": {"cli"},
 }
 
