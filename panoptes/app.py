@@ -18,7 +18,7 @@ from .errors import (
     Unavailable,
     crash_detail,
 )
-from .routes import api, auth, feed, hosts, ingest, metrics, pages, wms
+from .routes import api, auth, feed, hosts, ingest, metrics, notifications, pages, wms
 from .routes.html import render_page
 from .routes.respond import error_response
 from .service import Service
@@ -44,6 +44,7 @@ def create_app(config: Config | None = None, *, fast_ingest: bool = True) -> Qua
     app.register_blueprint(feed.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(notifications.bp)
     _register_errors(app)
     if fast_ingest:
         ingest.install(app, config)  # inside auth's /t/<token>/ prefix handling

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .notify_settings import NotifyConfigError, NotifySettings, notify_settings
+
 DEFAULT_DB_FILE = ".panoptes.db"
 # Seconds a database operation may take (PANOPTES_DB_TIMEOUT).
 DEFAULT_DB_TIMEOUT = 5.0
@@ -97,6 +99,13 @@ def _token(env: dict[str, str]) -> str | None:
     return token or None
 
 
+def _notify(env: dict[str, str]) -> NotifySettings:
+    try:
+        return notify_settings(env)
+    except NotifyConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 @dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
@@ -154,6 +163,8 @@ class Config:
     # Where the `panoptes` command writes its access log: None (none), "-" (standard
     # output) or a file. Tokens are taken out of every line (serving.redact).
     access_log: str | None = None
+    # Webhooks and email on finished, failed and stuck runs (notify_settings.py).
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def __post_init__(self) -> None:
         broadcast_scheme(self.broadcast_url)  # an unknown backend stops the server at startup
@@ -201,6 +212,7 @@ class Config:
             uvloop=_bool(env, "PANOPTES_UVLOOP", cls.uvloop),
             server=env.get("PANOPTES_SERVER", "").strip().lower() or cls.server,
             access_log=env.get("PANOPTES_ACCESS_LOG", "").strip() or None,
+            notify=_notify(env),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         if "db_url" in given:

@@ -235,3 +235,54 @@ class JobRow:
     def written(self) -> None:
         object.__setattr__(self, "new", False)
         object.__setattr__(self, "changed", False)
+
+
+# ---- notifications (issue 14; panoptes/notify/)
+
+
+class NotifierState(Base):
+    """One row: the last event seq the notifier examined, moved by compare-and-set."""
+
+    __tablename__ = "notifier_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class NotifyWorkflow(Base):
+    """What the notifier last told about a workflow: its status, whether a job.failed went
+    out for this run, and since when it is stuck (None: it is not)."""
+
+    __tablename__ = "notify_workflows"
+
+    workflow_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    status: Mapped[str | None] = mapped_column(String(16))
+    job_failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    stuck_since: Mapped[datetime | None]
+
+
+class Notification(Base):
+    """One message for one target, from due to delivered (or failed): the queue and the log."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("ix_notifications_due", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    event: Mapped[str] = mapped_column(String(32))
+    workflow_id: Mapped[int | None] = mapped_column(BigId)
+    jobid: Mapped[int | None]
+    target: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    # One entry per attempt: {"at", "outcome" (HTTP status or error), "ms"}.
+    log: Mapped[list[Any]] = mapped_column(default=list)

@@ -12,13 +12,15 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from . import ingest
 from .config import Config
@@ -30,6 +32,7 @@ from .ingest.wire import MAX_NAME_CHARS
 from .metrics import Metrics
 from .migrations import check_schema, upgrade_schema
 from .models import Workflow, is_silent, utcnow
+from .notify import Notifier
 from .queries import EventLog
 from .shapes import workflow_view
 from .status import FINISHED, EventKind, Trigger, WorkflowStatus
@@ -38,6 +41,7 @@ from .store.writer import FILE_ADVICE
 
 log = logging.getLogger(__name__)
 W = WorkflowStatus
+R = TypeVar("R")
 
 # Retention: how often the server looks for expired workflows, and how many one write removes.
 PRUNE_EVERY_SECONDS = 3600.0
@@ -47,6 +51,14 @@ PRUNE_BATCH = 200
 LONG_WRITE_SECONDS = 120.0
 # Statuses retention may remove: finished runs, and Stale ones (never Running).
 PRUNABLE = frozenset({*FINISHED, W.STALE})
+
+
+def _base_url(config: Config) -> str:
+    """Where the links in notifications point: PANOPTES_PUBLIC_URL, else this server."""
+    if config.notify.public_url:
+        return config.notify.public_url
+    host = "127.0.0.1" if config.host in ("", "0.0.0.0", "::") else config.host
+    return f"http://{f'[{host}]' if ':' in host else host}:{config.port}"
 
 
 def _nothing(tx: Tx) -> None:
@@ -67,9 +79,10 @@ class Service:
         self.hub.on_count = self.metrics.subscribers.set
         # Open feed connections per client address, for PANOPTES_MAX_FEED_PER_CLIENT.
         self.feed_clients: Counter[str] = Counter()
+        self.notifier = Notifier(config.notify, self.sessions, self._write, _base_url(config))
         self.writer = Writer(
             self.engine,
-            self.hub.publish,
+            self._publish,
             config.write_batch_size,
             self.metrics.count_refused,
             timeout=config.db_timeout,
@@ -83,6 +96,7 @@ class Service:
         await self.sweep_stale()
         await self.prune_expired()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="panoptes-stale")
+        await self.notifier.start()
 
     async def open(self) -> None:
         """Database at the current schema, hub and writer: what one-off commands need too."""
@@ -98,10 +112,20 @@ class Service:
             self._sweeper.cancel()
             with suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self.notifier.stop()
         await self.writer.stop()
         await self.hub.close()
         await self.engine.dispose()
         self.metrics.close()
+
+    async def _publish(self, messages: list[dict[str, Any]]) -> None:
+        await self.hub.publish(messages)
+        self.notifier.wake()
+
+    async def _write(self, operation: Callable[[Session], R]) -> R:
+        """The notifier's own short writes: operations of the writer's queue, never part of
+        an ingest operation, so they take the same write turn (notify/queue.py)."""
+        return await self.writer.submit(lambda tx: operation(tx.session))
 
     # ---- ingest
 

@@ -38,6 +38,9 @@ OPEN_PREFIXES = ("/static/",)
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # GET requests that nevertheless change state: registering a run.
 STATE_CHANGING_GETS = {"/create_workflow"}
+# What only those with the token may read, even when reading is public: the delivery log
+# of notifications, an admin's view.
+ADMIN_PATHS = ("/notifications", "/api/notifications")
 
 
 class TokenPrefix:
@@ -137,7 +140,7 @@ def check(
         raise cross_site()
     if config.token is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return None
-    if not changes and config.public_read:
+    if not changes and config.public_read and path not in ADMIN_PATHS:
         return BY_PATH_TOKEN if path_token is not None else None
     if _matches(_bearer(headers), config.token):
         return None

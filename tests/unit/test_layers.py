@@ -9,7 +9,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "panoptes"
 
 # The parts of the package, bottom first, and what each may import besides the foundation.
-FOUNDATION = {"__init__", "errors", "status", "config", "models", "db", "shapes", "metrics"}
+FOUNDATION = {
+    *("__init__", "errors", "status", "config", "models", "db", "shapes", "metrics"),
+    "notify_settings",
+}
 ALLOWED: dict[str, set[str]] = {
     "migrations": set(),
     "ingest.facts": set(),
@@ -21,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "queries": set(),
     "eta": set(),  # the read side too: the estimate of a running workflow's time left
     "hub": set(),
+    "notify": set(),  # notifications: reads the event log, writes its own tables
     "service": {
         "ingest",
         "ingest.wire",
@@ -30,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
         "queries",
         "hub",
         "migrations",
+        "notify",
     },
     "routes": {"ingest.wire", "queries", "eta", "hub", "service"},  # changes go through the service
     "serving": set(),

@@ -34,6 +34,7 @@ from .common import (
     _statuses,
     _workflow_id,
 )
+from .notifications import notification_paths, notification_schemas
 from .schemas import COUNT, RUN_FIELDS, TEXT, Schema, obj, ref, schemas
 
 
@@ -352,9 +353,9 @@ def openapi_document() -> dict[str, Any]:
                 '{"error": ..., "detail": ...} with a 4xx status.'
             ),
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **notification_paths()},
         "components": {
-            "schemas": schemas(),
+            "schemas": {**schemas(), **notification_schemas()},
             "securitySchemes": {
                 "token": {
                     "type": "http",
