@@ -10,6 +10,7 @@ start, as prometheus-client asks): each process then keeps its values in files t
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
@@ -18,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from . import __version__
 from .status import WorkflowStatus
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -47,8 +49,26 @@ class _Workflows(Collector):
         yield family
 
 
+class _BuildInfo(Collector):
+    """What is running, as the usual `*_build_info` gauge of 1: the same in every process,
+    so never summed across them."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels = labels
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "panoptes_build_info",
+            "The panoptes version, its Python, its database and its broadcast backend; always 1",
+            labels=list(self.labels),
+        )
+        family.add_metric(list(self.labels.values()), 1)
+        yield family
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, database: str = "sqlite", broadcast: str = "memory") -> None:
+        """`database` and `broadcast` name the backends, as GET /api/service-info does."""
         self.registry = CollectorRegistry()
         self.shared = shared_directory()
         self.events = Counter(
@@ -92,6 +112,15 @@ class Metrics:
         )
         self._workflows = _Workflows()
         self.registry.register(self._workflows)
+        self._build = _BuildInfo(
+            {
+                "version": __version__,
+                "python": platform.python_version(),
+                "database": database,
+                "broadcast": broadcast,
+            }
+        )
+        self.registry.register(self._build)
 
     def count_refused(self, refused: list[tuple[str, str, str]]) -> None:
         for machine, state, trigger in refused:
@@ -104,6 +133,7 @@ class Metrics:
         every_process = CollectorRegistry()
         MultiProcessCollector(every_process, path=self.shared)  # type: ignore[no-untyped-call]
         every_process.register(self._workflows)
+        every_process.register(self._build)
         return generate_latest(every_process)
 
     def close(self) -> None:

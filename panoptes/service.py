@@ -75,7 +75,7 @@ class Service:
             queue_size=config.subscriber_queue,
             events=EventLog(self.sessions),
         )
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.engine.dialect.name, self.hub.backend.name)
         self.hub.on_count = self.metrics.subscribers.set
         # Open feed connections per client address, for PANOPTES_MAX_FEED_PER_CLIENT.
         self.feed_clients: Counter[str] = Counter()

@@ -837,6 +837,9 @@ async def test_metrics_from_any_worker_count_every_worker(
             assert samples[("panoptes_workflows", (("status", "Running"),))] == 1
             count = samples[("panoptes_ingest_seconds_count", ())]
             assert count == sum(stored.values())
+            # What runs is said once, not summed over the workers.
+            build = [v for (name, _), v in samples.items() if name == "panoptes_build_info"]
+            assert build == [1]
 
     try:
         await scrape_until_both_answered(len(sockets))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import platform
 
 from prometheus_client.parser import text_string_to_metric_families
 from quart.typing import TestClientProtocol as Client
+
+import panoptes
 
 from .conftest import create_workflow, post_event
 
@@ -85,3 +88,20 @@ async def test_counts_the_moves_the_state_machine_refuses(client: Client) -> Non
     }
     shown = await (await client.get(f"/api/workflow/{workflow['id']}")).get_json()
     assert shown["workflow"]["status"] == "Cancelled"
+
+
+async def test_build_info_names_the_version_python_and_backends_service_info_shows(
+    client: Client,
+) -> None:
+    info = await (await client.get("/api/service-info")).get_json()
+    metrics = await scrape(client)
+    build = {
+        labels: value for (name, labels), value in metrics.items() if name == "panoptes_build_info"
+    }
+    expected = {
+        "version": panoptes.__version__,
+        "python": platform.python_version(),
+        "database": info["database"]["backend"],
+        "broadcast": info["hub"]["backend"],
+    }
+    assert build == {tuple(sorted(expected.items())): 1}
