@@ -3,7 +3,8 @@
 Every table lists the same rows (each gene of the GTF, then htseq-count's `__no_feature`,
 `__ambiguous`, ... counters) in the same order; the merged one keeps that order, with a
 header row naming the samples. Run by Snakemake's `script:` (the `snakemake` object), or
-by hand: python3 merge_counts.py OUT SAMPLE=TABLE...
+by hand: python3 merge_counts.py OUT SAMPLE=TABLE... (what it did goes to stderr, or to the
+rule's log).
 """
 
 # No `from __future__` import: Snakemake puts its own lines before this file's.
@@ -27,13 +28,20 @@ def merge(tables: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(output: str, pairs: list[str]) -> None:
+def main(output: str, pairs: list[str], log: str | None = None) -> None:
     tables = dict(pair.split("=", 1) for pair in pairs)
-    Path(output).write_text(merge({sample: Path(path) for sample, path in tables.items()}))
+    merged = merge({sample: Path(path) for sample, path in tables.items()})
+    Path(output).write_text(merged)
+    said = f"merge: {len(tables)} samples, {merged.count(chr(10)) - 1} rows into {output}\n"
+    if log is None:
+        sys.stderr.write(said)
+    else:
+        Path(log).write_text(said)
 
 
 if "snakemake" in globals():  # given by Snakemake's script: directive
     smk = globals()["snakemake"]
-    main(smk.output[0], [f"{s}={p}" for s, p in zip(smk.params.samples, smk.input, strict=True)])
+    pairs = [f"{s}={p}" for s, p in zip(smk.params.samples, smk.input, strict=True)]
+    main(smk.output[0], pairs, smk.log[0])
 elif __name__ == "__main__":
     main(sys.argv[1], sys.argv[2:])

@@ -8,6 +8,7 @@ and the GTF."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ..conftest import ROOT, LiveServer
 from .conftest import Api, explained, provided_venv, run_snakemake
@@ -29,6 +31,8 @@ PER_SAMPLE = ["sort", "index", "count"]
 # What htseq-count counts besides the genes, in the order it prints them.
 SPECIAL = ["__no_feature", "__ambiguous", "__too_low_aQual", "__not_aligned"]
 SPECIAL += ["__alignment_not_unique"]
+# What a run in the folder itself leaves (its .gitignore), not copied into a test's run.
+MADE = (".snakemake", "sorted", "counts", "logs", "results", "__pycache__")
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +106,35 @@ def test_the_shipped_data_is_what_make_data_makes(tmp_path: Path) -> None:
         assert (copy / name).read_bytes() == (DATA / name).read_bytes(), name
 
 
+def test_the_workflow_passes_snakemakes_lint_and_each_rule_has_a_conda_env(
+    sm9p_bin: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "example"
+    shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns(*MADE))
+    linted = run_snakemake(sm9p_bin, work, "--lint")
+    assert linted.returncode == 0 and "Lints for" not in linted.stdout, linted.describe()
+    # Each rule that runs a tool names a conda environment file (for --use-conda) that
+    # exists and asks for that tool.
+    blocks = re.split(r"^rule ", (EXAMPLE / "Snakefile").read_text(), flags=re.M)[1:]
+    envs = {
+        block.split(":", 1)[0]: found.group(1)
+        for block in blocks
+        if (found := re.search(r'^    conda:\n        "([^"]+)"', block, re.M))
+    }
+    assert set(envs) == {*PER_SAMPLE, "merge"}, envs
+    wanted = {"sort": "samtools", "index": "samtools", "count": "htseq", "merge": "python"}
+    for rule, path in envs.items():
+        env = yaml.safe_load((EXAMPLE / path).read_text())
+        assert env["channels"], path
+        names = [re.split(r"[ <>=]", spec)[0] for spec in env["dependencies"]]
+        assert wanted[rule] in names, (rule, path, names)
+
+
 def test_the_example_workflow_runs_done_in_panoptes(
     sm9p_bin: Path, tools: Path, live_server: LiveServer, panoptes_api: Api, tmp_path: Path
 ) -> None:
     work = tmp_path / "example"
-    # Without what a run in the folder itself left (its .gitignore).
-    made = (".snakemake", "sorted", "counts", "logs", "results", "__pycache__")
-    shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns(*made))
+    shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns(*MADE))
     env = {
         "SNAKEMAKE_LOGGER_PANOPTES_ADDRESS": live_server.url,
         "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
