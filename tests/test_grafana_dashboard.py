@@ -1,19 +1,46 @@
-"""docs/grafana-dashboard.json: a Grafana dashboard over /metrics whose every expression names
-metrics and labels that a real panoptes process exports, and that shows every metric panoptes
-has."""
+"""docs/grafana-dashboard.json: a Grafana dashboard over /metrics whose every expression is
+PromQL by Prometheus' own grammar (npm's @prometheus-io/lezer-promql, the parser of
+Prometheus' web UI, fetched once into .cache/) and names metrics and labels that a real
+panoptes process exports, and that shows every metric panoptes has."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import ROOT, LiveServer, form_body
 
 DASHBOARD = ROOT / "docs" / "grafana-dashboard.json"
+# Prometheus' PromQL grammar for Lezer, with what it needs, at fixed versions.
+PROMQL_PACKAGES = [
+    "@prometheus-io/lezer-promql@0.315.0",
+    "@lezer/lr@1.4.12",
+    "@lezer/highlight@1.2.5",
+    "@lezer/common@1.5.5",
+]
+PROMQL_CACHE = Path(os.environ.get("PANOPTES_E2E_CACHE", ROOT / ".cache" / "e2e")).parent / "promql"
+# Reads a JSON list of expressions; writes, for each, where its first syntax error is (or null).
+PROMQL_CHECK = """
+const { parser } = require("@prometheus-io/lezer-promql");
+const exprs = JSON.parse(require("fs").readFileSync(0, "utf8"));
+console.log(JSON.stringify(exprs.map((expr) => {
+  let at = null;
+  parser.parse(expr).iterate({
+    enter(node) { if (node.type.isError && at === null) at = node.from; },
+  });
+  return at;
+})));
+"""
+# What Grafana puts in place of its variables before a query leaves it.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*"}
 # Labels Prometheus itself puts on every series it scrapes.
 TARGET_LABELS = {"instance", "job"}
 
@@ -95,3 +122,49 @@ def test_is_a_grafana_dashboard_with_a_prometheus_datasource_variable() -> None:
         # Every expression is filtered by the instance variable.
         for target in panel["targets"]:
             assert 'instance=~"$instance"' in target["expr"], target["expr"]
+
+
+@pytest.fixture(scope="module")
+def promql_parser() -> Path:
+    """A directory whose node_modules holds Prometheus' PromQL grammar (.cache/promql)."""
+    stamp = PROMQL_CACHE / ".packages"
+    if not stamp.exists() or stamp.read_text() != " ".join(PROMQL_PACKAGES):
+        PROMQL_CACHE.mkdir(parents=True, exist_ok=True)
+        installed = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--no-save", *PROMQL_PACKAGES],
+            cwd=PROMQL_CACHE,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if installed.returncode != 0:
+            pytest.fail(f"npm install {PROMQL_PACKAGES} failed:\n{installed.stderr}")
+        stamp.write_text(" ".join(PROMQL_PACKAGES))
+    return PROMQL_CACHE
+
+
+def syntax_errors(parser: Path, exprs: list[str]) -> list[int | None]:
+    done = subprocess.run(
+        ["node", "-e", PROMQL_CHECK],
+        cwd=parser,
+        input=json.dumps(exprs),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    found: list[int | None] = json.loads(done.stdout)
+    return found
+
+
+def test_every_panel_expression_is_promql(promql_parser: Path) -> None:
+    board = dashboard()
+    exprs = [target["expr"] for panel in board["panels"] for target in panel["targets"]]
+    for variable, value in GRAFANA_VARIABLES.items():
+        exprs = [expr.replace(variable, value) for expr in exprs]
+    assert not any("$" in expr for expr in exprs), exprs
+    errors = syntax_errors(promql_parser, exprs)
+    assert [(e, at) for e, at in zip(exprs, errors, strict=True) if at is not None] == []
+    # The grammar does refuse what is not PromQL.
+    assert syntax_errors(promql_parser, ["sum by (le (rate(x[5m])"]) != [None]
