@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, null, or_, select, union_all
+from sqlalchemy import ColumnElement, Text, and_, func, null, or_, select, type_coerce, union_all
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .db import json_loads
 from .models import Event, Job, Workflow, is_silent, silent_since
 from .shapes import (
     count_job,
@@ -176,15 +177,30 @@ async def rule_progress(session: AsyncSession, workflow_id: int) -> list[dict[st
         name = rule or ""
         count_job(rules.setdefault(name, rule_view(rule)), status, count)
         first[name] = min(first.get(name, first_id), first_id)
-    order = sorted(rules, key=lambda name: first[name])
-    for name in plan or {}:
-        if name not in rules:
-            rules[name] = rule_view(name)
-            order.append(name)
+    order = _pipeline_order(first, plan)
+    for name in order:
+        rules.setdefault(name, rule_view(name))
     if plan is not None:
         for name in order:
             rules[name]["planned"] = plan.get(name)
     return [rules[name] for name in order]
+
+
+def _pipeline_order(first: dict[str, int], plan: dict[str, Any] | None) -> list[str]:
+    """Rules in pipeline order, as far as it is known (rule_progress), from the id of each
+    rule's first job and the plan."""
+    order = sorted(first, key=lambda name: first[name])
+    return order + [name for name in plan or {} if name not in first]
+
+
+async def rule_order(session: AsyncSession, workflow_id: int) -> list[str]:
+    """The rules' names in rule_progress' order, without counting their jobs."""
+    plan = await session.scalar(select(Workflow.plan).where(Workflow.id == workflow_id))
+    rows = await session.execute(
+        select(Job.rule, func.min(Job.id)).where(Job.workflow_id == workflow_id).group_by(Job.rule)
+    )
+    first = {rule or "": first_id for rule, first_id in rows}
+    return _pipeline_order(first, plan)
 
 
 async def rule_graph(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
@@ -235,9 +251,9 @@ async def _edges_from_files(session: AsyncSession, workflow_id: int) -> list[lis
 
 async def grid(session: AsyncSession, workflow_id: int, key: str | None) -> dict[str, Any]:
     """Datasets x rules (shapes.grid_view): by `key`, or by the wildcard with most values."""
-    jobs = await all_jobs(session, workflow_id)
-    chosen, keys = grid_key(jobs)
-    rules = [rule["rule"] for rule in await rule_progress(session, workflow_id) if rule["rule"]]
+    jobs, wildcards = await grid_jobs(session, workflow_id)
+    chosen, keys = grid_key(wildcards)
+    rules = [rule for rule in await rule_order(session, workflow_id) if rule]
     return {**grid_view(jobs, rules, key or chosen), "keys": keys}
 
 
@@ -249,14 +265,78 @@ async def timeline(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
         .order_by(Job.jobid)
     )
     jobs = list(await session.execute(query))
-    rules = [rule["rule"] for rule in await rule_progress(session, workflow_id)]
-    return timeline_view(jobs, rules)
+    return timeline_view(jobs, await rule_order(session, workflow_id))
 
 
-async def all_jobs(session: AsyncSession, workflow_id: int) -> list[Job]:
-    """Every job of a workflow, by job id (the grid, the trace)."""
-    query = select(Job).where(Job.workflow_id == workflow_id).order_by(Job.jobid)
-    return list(await session.scalars(query))
+# The grid and the trace read every job of a run: made for 10,000 (benchmarks/glance.py).
+# They load only the columns they read, as tuples rather than Job objects, and the JSON
+# columns as text, decoded here: SQLAlchemy's decoding of every row, the ORM's objects and
+# their garbage cost most of their time. A text many jobs share (a dataset's wildcards,
+# a rule's resources) is decoded once.
+
+
+def _as_text(column: Any) -> Any:
+    return type_coerce(column, Text)
+
+
+# In the order shapes.grid_view unpacks them.
+GRID_COLUMNS = (Job.jobid, Job.rule, _as_text(Job.wildcards), Job.status, Job.attempt)
+# In the order shapes.trace_rows unpacks them.
+TRACE_COLUMNS = (
+    *GRID_COLUMNS,
+    _as_text(Job.attempts),
+    Job.threads,
+    _as_text(Job.resources),
+    Job.exit_code,
+    _as_text(Job.benchmark),
+)
+
+
+def _decoded(stored: Any, seen: dict[str, Any] | None = None) -> Any:
+    """A JSON column's value from its text (asyncpg's come decoded), from `seen` if that
+    text was decoded before."""
+    if not isinstance(stored, str):
+        return stored
+    if seen is None:
+        return json_loads(stored)
+    value = seen.get(stored)
+    if value is None:
+        value = seen[stored] = json_loads(stored)
+    return value
+
+
+async def grid_jobs(
+    session: AsyncSession, workflow_id: int
+) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """Every job of a workflow as GRID_COLUMNS, by job id, and their wildcards (each
+    distinct one once with SQLite, every job's with PostgreSQL) for shapes.grid_key."""
+    query = select(*GRID_COLUMNS).where(Job.workflow_id == workflow_id).order_by(Job.jobid)
+    seen: dict[str, Any] = {}
+    jobs = [
+        (jobid, rule, _decoded(wildcards, seen), status, attempt)
+        for jobid, rule, wildcards, status, attempt in await session.execute(query)
+    ]
+    return jobs, list(seen.values()) if seen else [job[2] for job in jobs]
+
+
+async def all_jobs(session: AsyncSession, workflow_id: int) -> list[tuple[Any, ...]]:
+    """Every job of a workflow as TRACE_COLUMNS, by job id (the trace)."""
+    query = select(*TRACE_COLUMNS).where(Job.workflow_id == workflow_id).order_by(Job.jobid)
+    wildcards: dict[str, Any] = {}
+    resources: dict[str, Any] = {}
+    return [
+        (
+            *job[:2],
+            _decoded(job[2], wildcards),
+            *job[3:5],
+            _decoded(job[5]),
+            job[6],
+            _decoded(job[7], resources),
+            job[8],
+            _decoded(job[9]),
+        )
+        for job in await session.execute(query)
+    ]
 
 
 async def events_since(

@@ -163,36 +163,47 @@ def feed_message(
 _CELL_ORDER = {JobStatus.ERROR: 0, JobStatus.RUNNING: 1, JobStatus.WAITING: 2, JobStatus.DONE: 3}
 
 
-def grid_key(jobs: list[Any]) -> tuple[str | None, dict[str, int]]:
+def grid_key(wildcards: list[Any]) -> tuple[str | None, dict[str, int]]:
     """The wildcard a run's datasets are named by: the one taking the most values (ties: the
-    first seen), with every wildcard's count of values for the user to pick another."""
+    first seen), with every wildcard's count of values for the user to pick another, from
+    the jobs' wildcards (in job id order; the same one once or many times)."""
     values: dict[str, set[str]] = {}
-    for job in jobs:
-        for name, value in (job.wildcards or {}).items():
-            values.setdefault(str(name), set()).add(str(value))
-    counts = {name: len(seen) for name, seen in values.items()}
+    for each in wildcards:
+        for name, value in (each or {}).items():
+            seen = values.get(name)
+            if seen is None:
+                seen = values[name] = set()
+            seen.add(value if isinstance(value, str) else str(value))
+    counts = {str(name): len(seen) for name, seen in values.items()}
     return (max(counts, key=lambda name: counts[name]) if counts else None), counts
 
 
 def grid_view(jobs: list[Any], rules: list[str], key: str | None) -> dict[str, Any]:
     """Datasets x rules: a row per value of `key`, a cell per rule with that row's job (the
     most telling one, and how many there are). Rules none of whose jobs has `key` (`all`, a
-    merge) are left out of the columns and named under `other_rules`. `jobs` come in job id
-    order (queries.all_jobs), so of equally telling jobs a cell shows the first."""
+    merge) are left out of the columns and named under `other_rules`. `jobs` are rows of
+    queries.GRID_COLUMNS in job id order (queries.all_jobs), so of equally telling jobs a
+    cell shows the first. Written for 10,000 jobs: rows unpacked, no lookup twice."""
     rows: dict[str, dict[str, Any]] = {}
     keyed: set[str] = set()
-    for job in jobs:
-        wildcards = job.wildcards or {}
-        if key is None or key not in wildcards or not job.rule:
+    rank = _CELL_ORDER
+    for jobid, rule, wildcards, status, attempt in jobs:
+        if not rule or not wildcards or key not in wildcards:
             continue
-        keyed.add(job.rule)
-        row = rows.setdefault(
-            str(wildcards[key]), {"wildcards": {key: wildcards[key]}, "cells": {}}
-        )
-        cell = row["cells"].setdefault(job.rule, {"jobs": 0})
-        if "status" not in cell or _CELL_ORDER[job.status] < _CELL_ORDER[cell["status"]]:
-            cell.update(jobid=job.jobid, status=job.status, attempt=job.attempt)
+        value = wildcards[key]
+        name = value if isinstance(value, str) else str(value)
+        row = rows.get(name)
+        if row is None:
+            row = rows[name] = {"wildcards": {key: value}, "cells": {}}
+        cells = row["cells"]
+        cell = cells.get(rule)
+        if cell is None:
+            keyed.add(rule)
+            cells[rule] = {"jobid": jobid, "status": status, "attempt": attempt, "jobs": 1}
+            continue
         cell["jobs"] += 1
+        if rank[status] < rank[cell["status"]]:
+            cell.update(jobid=jobid, status=status, attempt=attempt)
     columns = [rule for rule in rules if rule in keyed]
     for row in rows.values():
         statuses = [cell["status"] for cell in row["cells"].values()]
@@ -232,35 +243,43 @@ TRACE_FIELDS = (
 
 
 def trace_rows(jobs: list[Any]) -> list[list[str]]:
-    """One row per attempt of every job (in the order given: queries.all_jobs, by job id),
-    in TRACE_FIELDS order (a Nextflow-like trace). The benchmark and exit code belong to a
-    job's latest attempt."""
+    """One row per attempt of every job, in TRACE_FIELDS order (a Nextflow-like trace).
+    `jobs` are rows of queries.TRACE_COLUMNS, in job id order (queries.all_jobs). The
+    benchmark and exit code belong to a job's latest attempt. Written for 10,000 jobs
+    (benchmarks/glance.py): what a job's attempts share is made once, and only the text a
+    user may have written (names, resources, errors) goes through _cell; the rest is
+    panoptes' own (numbers, statuses, ISO times)."""
     rows = []
+    unmeasured = [""] * len(BENCHMARK_NAMES)
     for job in jobs:
-        attempts = job.attempts or [
-            {"attempt": job.attempt, "status": job.status, "started_at": None, "error": None}
-        ]
-        for record in attempts:
-            latest = record.get("attempt") == job.attempt
+        jobid, rule, wildcards, status, attempt, attempts, threads, resources, code, used = job
+        named = [str(jobid), _text(rule), _text(_pairs(wildcards))]
+        shared = ["" if threads is None else str(threads), _text(_pairs(resources))]
+        for record in attempts or [{"attempt": attempt, "status": status}]:
+            latest = record.get("attempt") == attempt
             start, end = record.get("started_at"), record.get("finished_at")
-            measured = (job.benchmark or {}) if latest else {}
-            values: list[Any] = [
-                job.jobid,
-                job.rule,
-                _pairs(job.wildcards),
-                record.get("attempt"),
-                record.get("status"),
-                start,
-                end,
-                _seconds(start, end),
-                job.threads,
-                _pairs(job.resources),
-                job.exit_code if latest else None,
-                first_error_line(record.get("error")) or None,
-                *(measured.get(name) for name in BENCHMARK_NAMES),
-            ]
-            rows.append(["" if value is None else _cell(value) for value in values])
+            measured = unmeasured
+            if latest and used:
+                measured = [_text(used.get(name)) for name in BENCHMARK_NAMES]
+            rows.append(
+                [
+                    *named,
+                    _text(record.get("attempt")),
+                    _text(record.get("status")),
+                    start or "",
+                    end or "",
+                    _seconds(start, end) or "",
+                    *shared,
+                    "" if code is None or not latest else str(code),
+                    _text(first_error_line(record.get("error")) or None),
+                    *measured,
+                ]
+            )
     return rows
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else _cell(value)
 
 
 def _pairs(values: dict[str, Any] | None) -> str | None:
