@@ -6,17 +6,46 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..models import Event, Notification, Workflow
 from ..notify_settings import NotifySettings
 from ..shapes import iso
+from ..status import EventKind
 from .queue import NOTES, PENDING
+from .queue import STATE as NOTES_STATE
+from .rules import Batch, Seen
 
 
 async def head(session: AsyncSession) -> int:
     return await session.scalar(select(func.max(Event.seq))) or 0
+
+
+# The events the rules look at; the others' payloads are not read (rule.updated is a third
+# of the log).
+WANTED = (*(kind.value for kind in EventKind if kind.value.startswith("workflow.")), "job.updated")
+EVENTS_PER_PASS = 500
+
+
+async def cursor(session: AsyncSession) -> int | None:
+    seq: int | None = await session.scalar(select(NOTES_STATE.c.seq).where(NOTES_STATE.c.id == 1))
+    return seq
+
+
+async def events_after(session: AsyncSession, seq: int) -> Batch:
+    """The next events after `seq`, for the rules (rules.Seen), in seq order."""
+    payload = case((Event.type.in_(WANTED), Event.payload), else_=null())
+    query = (
+        select(Event.seq, Event.type, Event.workflow_id, payload, Event.created_at)
+        .where(Event.seq > seq)
+        .order_by(Event.seq)
+        .limit(EVENTS_PER_PASS)
+    )
+    rows = list(await session.execute(query))
+    seen = [Seen(r[1], r[2], r[3] or {}, r[4]) for r in rows if r[1] in WANTED]
+    last = rows[-1][0] if rows else seq
+    return Batch(seq, last, seen, len(rows) == EVENTS_PER_PASS)
 
 
 async def due_now(session: AsyncSession, now: datetime) -> bool:

@@ -125,13 +125,24 @@ class Notifier:
     async def examine(self) -> bool:
         """Enqueue what the new events make due; whether more events wait."""
         async with self._sessions() as session:
-            if await reads.head(session) <= self._seen:
+            head = await reads.head(session)
+            if head <= self._seen:
                 return False
-        op = partial(queue.enqueue, settings=self.settings, base=self.base_url, now=utcnow())
-        made, self._seen, more = await self._write(op)
+            at = await reads.cursor(session)
+            if at is None:
+                at = await self._write(queue.start_cursor)
+            batch = await reads.events_after(session, at)
+        if not batch.seen and batch.last == at:
+            self._seen = at
+            return False
+        op = partial(
+            queue.enqueue, events=batch, settings=self.settings, base=self.base_url, now=utcnow()
+        )
+        made = await self._write(op)
+        self._seen = batch.last
         if made:
             self._deliver_wanted.set()
-        return more
+        return batch.more
 
     async def _stuck_forever(self) -> None:
         while True:

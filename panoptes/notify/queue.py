@@ -27,12 +27,11 @@ from ..models import Base, Event, Notification, NotifierState, NotifyWorkflow, W
 from ..notify_settings import NotifySettings
 from ..shapes import iso, workflow_view
 from ..status import WorkflowStatus
-from .rules import STUCK, Due, Seen, Told, examine
+from .rules import STUCK, Batch, Due, Told, examine
 
 NOTES = Base.metadata.tables[Notification.__tablename__]
 TOLD = Base.metadata.tables[NotifyWorkflow.__tablename__]
 STATE = Base.metadata.tables[NotifierState.__tablename__]
-EVENTS_PER_PASS = 500
 STUCK_PER_PASS = 100
 # Events the notifier comes to later than this (it was off) update what it knows of each
 # workflow but send nothing: a notifier turned on is not a flood of old news.
@@ -116,35 +115,35 @@ def _rows(
     return rows
 
 
-def cursor(session: Session) -> int | None:
-    return session.scalar(select(STATE.c.seq).where(STATE.c.id == 1))
+def start_cursor(session: Session) -> int:
+    """The cursor; on the first start with notifications, made at the newest event: what
+    happened before notifications were set up is not told."""
+    seq = session.scalar(select(STATE.c.seq).where(STATE.c.id == 1))
+    if seq is None:
+        seq = session.scalar(select(Event.seq).order_by(Event.seq.desc()).limit(1)) or 0
+        session.execute(insert(STATE).values(id=1, seq=seq))
+    return seq
 
 
 def enqueue(
-    session: Session, settings: NotifySettings, base: str, now: datetime
-) -> tuple[int, int, bool]:
-    """Examine the next events: (notifications enqueued, the cursor now, more to examine)."""
-    old = cursor(session)
-    if old is None:  # the first start with notifications: from now on
-        head = session.scalar(select(Event.seq).order_by(Event.seq.desc()).limit(1)) or 0
-        session.execute(insert(STATE).values(id=1, seq=head))
-        return 0, head, False
-    query = (
-        select(Event.seq, Event.type, Event.workflow_id, Event.payload, Event.created_at)
-        .where(Event.seq > old)
-        .order_by(Event.seq)
-        .limit(EVENTS_PER_PASS)
-    )
-    found = list(session.execute(query))
-    if not found:
-        return 0, old, False
-    new = found[-1].seq
+    session: Session,
+    events: Batch,
+    settings: NotifySettings,
+    base: str,
+    now: datetime,
+) -> int:
+    """Enqueue what `events` (read outside the transaction, after seq `events.after`) make
+    due, if no one examined them yet; how many notifications that made.
+
+    Committed events never change, so they are read (and their JSON decoded) outside the
+    write turn; only moving the cursor and what depends on it happens inside it."""
     moved = _changed(
-        session, update(STATE).where(STATE.c.id == 1, STATE.c.seq == old).values(seq=new)
+        session,
+        update(STATE).where(STATE.c.id == 1, STATE.c.seq == events.after).values(seq=events.last),
     )
     if moved != 1:  # another replica examined them
-        return 0, cursor(session) or old, False
-    seen = [Seen(r.type, r.workflow_id, r.payload or {}, r.created_at) for r in found]
+        return 0
+    seen = events.seen
     told = _told(session, (s.workflow_id for s in seen if s.workflow_id is not None))
     before = set(told)
     fresh = next((i for i, s in enumerate(seen) if s.created_at >= now - HORIZON), len(seen))
@@ -155,7 +154,7 @@ def enqueue(
     rows = _rows(session, due, settings, base, now)
     if rows:
         session.execute(insert(NOTES), rows)
-    return len(rows), new, len(found) == EVENTS_PER_PASS
+    return len(rows)
 
 
 def mark_stuck(session: Session, settings: NotifySettings, base: str, now: datetime) -> int:

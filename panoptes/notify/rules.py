@@ -62,6 +62,16 @@ class Seen:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class Batch:
+    """The events after seq `after`, up to seq `last` (those that matter, as Seen)."""
+
+    after: int
+    last: int
+    seen: list[Seen]
+    more: bool  # the batch was full: more may follow
+
+
 def _recovers(event: Seen, told: Told) -> bool:
     if told.stuck_since is None or event.created_at <= told.stuck_since:
         return False
