@@ -98,6 +98,25 @@ async def test_several_failed_jobs_are_one_job_failed(config: Config):
     assert sorted(events) == ["job.failed", "workflow.error"]
 
 
+async def test_cancelled_and_stale_runs(config: Config):
+    with receiving() as receiver:
+        async with serving(replace(config, stale_hours=1 / 3600), json_target(receiver)) as c:
+            cancelled = await create_workflow(c)
+            await post_event(c, cancelled["id"], {"level": "progress", "done": 0, "total": 2})
+            response = await c.post(f"/api/workflow/{cancelled['id']}/cancel")
+            assert response.status_code == 200
+            silent = await create_workflow(c)
+            await post_event(c, silent["id"], {"level": "progress", "done": 0, "total": 2})
+            await asyncio.sleep(1.2)
+            assert await c.app.extensions["panoptes"].sweep_stale() == 1
+            events = await settle(receiver, 2)
+    assert [(r.json()["event"], r.json()["workflow"]["id"]) for r in receiver.requests] == [
+        ("workflow.cancelled", cancelled["id"]),
+        ("workflow.stale", silent["id"]),
+    ]
+    assert events == ["workflow.cancelled", "workflow.stale"]
+
+
 async def test_retried_until_delivered_and_the_log_shows_every_attempt(config: Config):
     with receiving(Receiver(answers=[500, 500, 200])) as receiver:
         async with serving(config, json_target(receiver, events=frozenset({"workflow.done"}))) as c:
