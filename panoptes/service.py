@@ -226,6 +226,7 @@ class Service:
             count = await self.writer.submit(op, allowed_seconds=LONG_WRITE_SECONDS)
             removed += count
             if count < PRUNE_BATCH:
+                await self.notifier.forget_before(cutoff)  # the delivery log too
                 return removed
 
     async def prune_expired(self) -> int:

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from quart.typing import TestClientProtocol as Client
 
 from panoptes.app import create_app
 from panoptes.config import Config, ConfigError
+from panoptes.models import utcnow
 from panoptes.notify_settings import NotifySettings, Smtp, Target
 
 from .conftest import CAPTURES, create_workflow, post_event, send_recorded
@@ -151,6 +153,18 @@ async def test_a_refusal_is_not_retried(config: Config):
             await settle(receiver, 1)
             (note,) = (await (await client.get("/api/notifications")).get_json())["notifications"]
     assert (note["status"], note["attempts"]) == ("failed", 1)
+
+
+async def test_retention_removes_the_old_log(config: Config):
+    with receiving() as receiver:
+        async with serving(config, json_target(receiver)) as client:
+            await replay(client, "sm9-success")
+            await settle(receiver, 1)
+            service = client.app.extensions["panoptes"]
+            assert await service.prune(30) == 0  # nothing is old enough yet
+            assert (await (await client.get("/api/notifications")).get_json())["count"] == 1
+            assert await service.prune(30, now=utcnow() + timedelta(days=31)) == 1
+            assert (await (await client.get("/api/notifications")).get_json())["count"] == 0
 
 
 async def test_generic_posts_are_signed(config: Config):

@@ -17,6 +17,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
+from datetime import datetime
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -228,6 +229,11 @@ class Notifier:
             )
 
     # ---- the log
+
+    async def forget_before(self, cutoff: datetime) -> int:
+        """Retention: the log of what was delivered or given up before `cutoff` goes."""
+        forgotten: int = await self._write(partial(queue.forget_before, cutoff=cutoff))
+        return forgotten
 
     async def deliveries(
         self, limit: int, offset: int, statuses: list[str] | None

@@ -271,3 +271,9 @@ def record(
         )
     session.execute(update(NOTES).where(NOTES.c.id == note_id).values(**values))
     return str(values.get("status", PENDING))
+
+
+def forget_before(session: Session, cutoff: datetime) -> int:
+    """Remove the delivered and failed notifications made before `cutoff` (retention)."""
+    done = NOTES.c.status.in_([DELIVERED, FAILED])
+    return _changed(session, delete(NOTES).where(done, NOTES.c.created_at < cutoff))
