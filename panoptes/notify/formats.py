@@ -42,14 +42,21 @@ def _first_line(text: str | None) -> str | None:
     return None
 
 
+def _one_line(text: str) -> str:
+    """No control characters: a headline goes into headers (an email's Subject, ntfy's
+    Title), where a line break would be refused or, worse, start a header of its own."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
 def headline(payload: dict[str, Any]) -> str:
     """One line: what happened to which workflow ("cohort failed")."""
     wf = payload.get("workflow") or {}
-    name = str(wf.get("name") or f"workflow {wf.get('id')}")
+    name = _one_line(str(wf.get("name") or f"workflow {wf.get('id')}"))
     event = payload["event"]
     if event == "job.failed":
         job = payload.get("job") or {}
-        return f"{name}: job {job.get('jobid')} ({job.get('rule') or 'no rule'}) failed"
+        rule = _one_line(str(job.get("rule") or "no rule"))
+        return f"{name}: job {job.get('jobid')} ({rule}) failed"
     if event == "workflow.stuck":
         return f"{name} is running again" if payload.get("recovered") else f"{name} is stuck"
     verbs = {
@@ -76,7 +83,7 @@ def error_line(payload: dict[str, Any]) -> str | None:
 
 
 def subject(payload: dict[str, Any]) -> str:
-    return f"[panoptes] {headline(payload)} ({facts(payload)})"
+    return f"[panoptes] {headline(payload)} ({_one_line(facts(payload))})"
 
 
 def plain_text(payload: dict[str, Any]) -> str:

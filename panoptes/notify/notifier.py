@@ -203,7 +203,11 @@ class Notifier:
         return await post(self._client, target, item.payload, self.settings)
 
     async def _deliver_one(self, item: Claimed) -> None:
-        result = await self._attempt(item)
+        try:
+            result = await self._attempt(item)
+        except Exception as exc:  # a bug must cost attempts, not loop on one message
+            log.exception("notifications: delivery %d could not be attempted", item.id)
+            result = Outcome(False, type(exc).__name__, 0, f"{type(exc).__name__} (see the log)")
         op = partial(
             queue.record,
             note_id=item.id,

@@ -204,3 +204,14 @@ def test_a_deleted_workflow_is_forgotten():
     told: dict[int, Told] = {}
     due, deleted = examine([wf_event("Done"), Seen("workflow.deleted", 7, {}, T0)], told)
     assert [d.event for d in due] == ["workflow.done"] and deleted == {7} and told == {}
+
+
+def test_line_breaks_in_names_stay_out_of_headers():
+    named = {**PAYLOAD, "workflow": {**WORKFLOW, "name": "evil\r\nBcc: all@lab.org"}}
+    assert (
+        subject(named) == "[panoptes] evil  Bcc: all@lab.org failed (Error, 23/24 jobs, 1 failed)"
+    )
+    message = email(Target("email", emails=("a@lab.org",)), named, "p@lab.org")
+    assert message["Bcc"] is None
+    post = http_post(Target("ntfy", url="https://ntfy.sh/lab"), named, "", 0)
+    assert "\n" not in post.headers["Title"] and "\r" not in post.headers["Title"]
