@@ -82,6 +82,20 @@ async def test_a_failed_run_is_one_error_and_one_failed_job(config: Config, capt
     assert job["job"]["status"] == "Error" and job["workflow"]["id"] == 1
 
 
+async def test_events_the_notifier_did_not_examine_yet_are_not_lost(config: Config):
+    """What was committed while no notifier ran (a server killed between a commit and its
+    examination, or one running without targets) is examined at the next start."""
+    with receiving() as receiver:
+        async with serving(config, json_target(receiver)) as client:
+            await asyncio.sleep(0.2)  # the cursor is made, at the newest event
+        async with serving(config) as client:
+            await replay(client, "sm9-fail")
+        assert receiver.requests == []
+        async with serving(config, json_target(receiver)) as client:
+            events = await settle(receiver, 2)
+    assert sorted(events) == ["job.failed", "workflow.error"]
+
+
 async def test_a_successful_run_is_one_done(config: Config):
     with receiving() as receiver:
         async with serving(config, json_target(receiver)) as client:
