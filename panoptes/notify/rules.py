@@ -106,7 +106,8 @@ def examine(events: list[Seen], told: dict[int, Told]) -> tuple[list[Due], set[i
             status = view.get("status")
             if status == W.CANCELLED:
                 state.stuck_since = None
-            if status in TOLD_STATUSES and status != state.status:
+            changed = status != state.status and event.type != K.WORKFLOW_RENAMED
+            if status in TOLD_STATUSES and changed:
                 due.append(Due(TOLD_STATUSES[status], workflow_id, workflow=view))
             if isinstance(status, str):
                 state.status = status

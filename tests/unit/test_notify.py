@@ -167,6 +167,11 @@ def test_a_status_is_told_when_it_changes():
     assert events_of([wf_event("Cancelled", kind="workflow.cancelled")]) == ["workflow.cancelled"]
 
 
+def test_a_rename_tells_nothing():
+    # A run that ended before notifications were set up, renamed afterwards.
+    assert events_of([wf_event("Done", kind="workflow.renamed")]) == []
+
+
 def test_what_was_told_carries_over_between_passes():
     told: dict[int, Told] = {}
     assert events_of([wf_event("Error")], told) == ["workflow.error"]
