@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 POLL_SECONDS = 1.0
+# Passes over the event log are at least this far apart, however often commits wake it:
+# under load one pass takes many batches' events, instead of one pass per commit.
+PASS_GAP_SECONDS = 0.2
 # A lease outlives the longest attempt by this much before another process may take over.
 LEASE_MARGIN_SECONDS = 5.0
 
@@ -120,6 +123,7 @@ class Notifier:
             except Exception:
                 log.exception("notifications: examining the event log failed")
                 await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(PASS_GAP_SECONDS)
             if not more:
                 await _wait(self._examine_wanted, POLL_SECONDS)
 
@@ -132,10 +136,10 @@ class Notifier:
             at = await reads.cursor(session)
             if at is None:
                 at = await self._write(queue.start_cursor)
-            batch = await reads.events_after(session, at)
-        if not batch.seen and batch.last == at:
-            self._seen = at
-            return False
+            if head <= at:
+                self._seen = at
+                return False
+            batch = await reads.events_after(session, at, head)
         op = partial(
             queue.enqueue, events=batch, settings=self.settings, base=self.base_url, now=utcnow()
         )

@@ -23,11 +23,20 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Executable, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from ..models import Base, Event, Notification, NotifierState, NotifyWorkflow, Workflow
+from ..models import (
+    JOBS,
+    Base,
+    Event,
+    JobRow,
+    Notification,
+    NotifierState,
+    NotifyWorkflow,
+    Workflow,
+)
 from ..notify_settings import NotifySettings
-from ..shapes import iso, workflow_view
-from ..status import WorkflowStatus
-from .rules import STUCK, Batch, Due, Told, examine
+from ..shapes import iso, job_view, workflow_view
+from ..status import JobStatus, WorkflowStatus
+from .rules import JOB_FAILED, STUCK, Batch, Due, Told, examine
 
 NOTES = Base.metadata.tables[Notification.__tablename__]
 TOLD = Base.metadata.tables[NotifyWorkflow.__tablename__]
@@ -74,6 +83,18 @@ def _keep_told(session: Session, told: dict[int, Told], before: set[int], gone: 
             session.execute(insert(TOLD).values(workflow_id=workflow_id, **values))
 
 
+def _first_failed(session: Session, item: Due) -> dict[str, Any] | None:
+    """The job a job.failed is about: the workflow's first job whose latest attempt failed."""
+    query = (
+        select(JOBS)
+        .where(JOBS.c.workflow_id == item.workflow_id, JOBS.c.status == JobStatus.ERROR)
+        .order_by(JOBS.c.finished_at, JOBS.c.id)
+        .limit(1)
+    )
+    row = session.execute(query).mappings().first()  # plain rows, as the writer's jobs are
+    return None if row is None else job_view(JobRow(row, new=False))
+
+
 def _rows(
     session: Session, due: list[Due], settings: NotifySettings, base: str, now: datetime
 ) -> list[dict[str, Any]]:
@@ -92,8 +113,9 @@ def _rows(
             "url": page_url(base, item.workflow_id),
             "at": iso(now),
         }
-        if item.job is not None:
-            payload["job"] = item.job
+        job = item.job if item.event != JOB_FAILED or item.job else _first_failed(session, item)
+        if job is not None:
+            payload["job"] = job
         if item.event == STUCK:
             payload["recovered"] = item.recovered
         for target in settings.targets:
@@ -103,7 +125,7 @@ def _rows(
                         "created_at": now,
                         "event": item.event,
                         "workflow_id": item.workflow_id,
-                        "jobid": item.jobid,
+                        "jobid": job["jobid"] if job else item.jobid,
                         "target": target.key,
                         "payload": payload,
                         "status": PENDING,

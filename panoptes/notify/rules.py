@@ -1,5 +1,9 @@
 """Which notifications the events are due: no I/O, so the rules are tested on plain data.
 
+The notifier reads only the workflow-level events (workflow.*): a few per batch, where
+job.updated are most of the log. A run's first failed job shows there as `jobs_failed`
+going above 0.
+
 Per workflow the notifier keeps what it last told (`Told`): the status, whether this run's
 first failed job was told, and since when the workflow is stuck. A status is told when it
 differs from the last one told, so Error -> Running (a retry) -> Done tells error, then
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..status import EventKind, JobStatus, WorkflowStatus
+from ..status import EventKind, WorkflowStatus
 
 K = EventKind
 W = WorkflowStatus
@@ -75,8 +79,6 @@ class Batch:
 def _recovers(event: Seen, told: Told) -> bool:
     if told.stuck_since is None or event.created_at <= told.stuck_since:
         return False
-    if event.type == K.JOB_UPDATED:
-        return True
     status = (event.payload.get("workflow") or {}).get("status")
     return event.type.startswith("workflow.") and status in LIVE_STATUSES
 
@@ -102,7 +104,13 @@ def examine(events: list[Seen], told: dict[int, Told]) -> tuple[list[Due], set[i
         if _recovers(event, state):
             state.stuck_since = None
             due.append(Due(STUCK, workflow_id, workflow=view, recovered=True))
-        if event.type.startswith("workflow.") and isinstance(view, dict):
+        if not isinstance(view, dict):
+            continue
+        failed = view.get("jobs_failed")
+        if isinstance(failed, int) and failed > 0 and not state.job_failed:
+            state.job_failed = True  # the job itself is looked up when it is enqueued
+            due.append(Due(JOB_FAILED, workflow_id, workflow=view))
+        if event.type.startswith("workflow."):
             status = view.get("status")
             if status == W.CANCELLED:
                 state.stuck_since = None
@@ -111,13 +119,4 @@ def examine(events: list[Seen], told: dict[int, Told]) -> tuple[list[Due], set[i
                 due.append(Due(TOLD_STATUSES[status], workflow_id, workflow=view))
             if isinstance(status, str):
                 state.status = status
-        job = event.payload.get("job")
-        if (
-            event.type == K.JOB_UPDATED
-            and isinstance(job, dict)
-            and job.get("status") == JobStatus.ERROR
-            and not state.job_failed
-        ):
-            state.job_failed = True
-            due.append(Due(JOB_FAILED, workflow_id, jobid=job.get("jobid"), job=job))
     return due, deleted

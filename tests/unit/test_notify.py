@@ -140,14 +140,11 @@ def test_masking_keeps_host_and_last_four():
 # ---- rules
 
 
-def wf_event(status: str, minutes: float = 0, kind: str = "workflow.updated", wid: int = 7) -> Seen:
-    view = {**WORKFLOW, "id": wid, "status": status}
-    return Seen(kind, wid, {"workflow": view}, T0 + timedelta(minutes=minutes))
-
-
-def job_event(status: str, jobid: int, minutes: float = 0) -> Seen:
-    job = {"jobid": jobid, "status": status}
-    return Seen("job.updated", 7, {"job": job}, T0 + timedelta(minutes=minutes))
+def wf_event(
+    status: str, minutes: float = 0, kind: str = "workflow.updated", failed: int = 0
+) -> Seen:
+    view = {**WORKFLOW, "status": status, "jobs_failed": failed}
+    return Seen(kind, 7, {"workflow": view}, T0 + timedelta(minutes=minutes))
 
 
 def events_of(seen: list[Seen], told: dict[int, Told] | None = None) -> list[str]:
@@ -179,29 +176,27 @@ def test_what_was_told_carries_over_between_passes():
 
 
 def test_only_the_first_failed_job_of_a_run():
-    seen = [job_event("Running", 1), job_event("Error", 1), job_event("Error", 2)]
-    assert events_of(seen) == ["job.failed"]
+    seen = [wf_event("Running"), wf_event("Running", failed=1), wf_event("Error", failed=2)]
+    assert events_of(seen) == ["job.failed", "workflow.error"]
     # A new run under the same id (a finished run's name reused) may tell again.
     again = [
-        job_event("Error", 1),
+        wf_event("Running", failed=1),
         wf_event("Running", kind="workflow.reset"),
-        job_event("Error", 1),
+        wf_event("Running", failed=1),
     ]
     assert events_of(again) == ["job.failed", "job.failed"]
 
 
 def test_stuck_recovers_once_on_a_sign_of_life():
     told = {7: Told(status="Running", stuck_since=T0)}
-    seen = [job_event("Running", 1, 1), job_event("Done", 1, 2), wf_event("Running", 3)]
-    assert events_of(seen, told) == ["workflow.stuck recovered"]
+    seen = [wf_event("Running", 1), wf_event("Running", 2), wf_event("Done", 3)]
+    assert events_of(seen, told) == ["workflow.stuck recovered", "workflow.done"]
     assert told[7].stuck_since is None
 
 
 def test_stuck_does_not_recover_on_what_came_before_or_on_stale():
     told = {7: Told(status="Running", stuck_since=T0)}
-    assert events_of([job_event("Running", 1, -1), wf_event("Stale", 5)], told) == [
-        "workflow.stale"
-    ]
+    assert events_of([wf_event("Running", -1), wf_event("Stale", 5)], told) == ["workflow.stale"]
     assert told[7].stuck_since == T0  # still silent
 
 
