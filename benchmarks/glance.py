@@ -19,7 +19,8 @@ under that directory, through PYTHONPATH, on the same file), in alternating roun
 - server side: sequential GETs on one keep-alive connection of the workflow page and of its
   grid, timeline, dag and trace.tsv endpoints (--requests each, after 5 of warm-up), p50 and
   p90. panoptes has no metric for a read's duration, so this is the request's time measured
-  by a client on the same machine (which adds well under a millisecond).
+  by a client on the same machine (which adds well under a millisecond), and beside it the
+  server process's CPU time per request (/proc), which other load on the machine moves less.
 - the page: --loads cold loads of /workflow/<id> in headless Chromium (a new browser context
   each, so nothing cached), from navigation start until the grid has its first rows
   (`#dataset-grid tbody tr`) and the timeline has drawn its bars (`#timeline[data-bars]` > 0),
@@ -153,17 +154,21 @@ class Run:
                 await self.post({"level": "progress", "done": self.finished, "total": total})
 
 
-def timed(url: str, path: str, requests: int) -> tuple[list[float], int]:
+def timed(server: Server, path: str, requests: int) -> tuple[list[float], int, float]:
+    """Each request's time (ms), the answer's size, and the server's CPU time (user and
+    system, from /proc) per request: less moved by other load on the machine."""
     times: list[float] = []
     size = 0
-    with httpx.Client(base_url=url, timeout=120) as http:
-        for _ in range(requests + WARM_UP):
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        for number in range(requests + WARM_UP):
+            if number == WARM_UP:
+                cpu = server.cpu_seconds()
             started = time.perf_counter()
             response = http.get(path)
             times.append(1000 * (time.perf_counter() - started))
             response.raise_for_status()
             size = len(response.content)
-    return times[WARM_UP:], size
+    return times[WARM_UP:], size, 1000 * (server.cpu_seconds() - cpu) / requests
 
 
 async def first_renders(url: str, loads: int) -> tuple[list[float], list[float], str]:
@@ -272,26 +277,31 @@ def report(servers: dict[str, Server], workflow_id: int, args: argparse.Namespac
     ]
     times: dict[tuple[str, str], list[float]] = {}
     sizes: dict[tuple[str, str], int] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
     renders: dict[str, tuple[list[float], list[float], str]] = {}
     for _ in range(args.rounds):
         for name, server in servers.items():
             for path in paths:
-                counted, size = timed(server.url, path, args.requests)
+                counted, size, cpu = timed(server, path, args.requests)
                 times.setdefault((name, path), []).extend(counted)
+                cpus.setdefault((name, path), []).append(cpu)
                 sizes[(name, path)] = size
             both, grids, dom = asyncio.run(
                 first_renders(f"{server.url}/workflow/{workflow_id}", args.loads)
             )
             kept = renders.setdefault(name, ([], [], ""))
             renders[name] = (kept[0] + both, kept[1] + grids, dom)
-    print(f"{'':8} {'server side':<34} {'p50':>9} {'p90':>9} {'size':>9}   target p50")
+    print(
+        f"{'':8} {'server side':<34} {'p50':>9} {'p90':>9} {'CPU/req':>9} {'size':>9}   target p50"
+    )
     for name in servers:
         for path in paths:
             values = times[(name, path)]
             shown = path.replace(str(workflow_id), "<id>")
             print(
                 f"{name:8} GET {shown:<30} {statistics.median(values):6.1f} ms"
-                f" {p(values, 0.9):6.1f} ms {sizes[(name, path)] / 1024:6.0f} KiB"
+                f" {p(values, 0.9):6.1f} ms {statistics.mean(cpus[(name, path)]):6.1f} ms"
+                f" {sizes[(name, path)] / 1024:6.0f} KiB"
                 f"   < {TARGET_SERVER_MS:.0f} ms"
                 f"{'' if statistics.median(values) < TARGET_SERVER_MS else '  MISSED'}"
             )
