@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Text, and_, func, null, or_, select, type_coerce, union_all
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -232,13 +232,13 @@ async def rule_graph(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
 
 
 async def _edges_from_files(session: AsyncSession, workflow_id: int) -> list[list[str]]:
-    rows = (
-        await session.execute(
-            select(Job.rule, Job.input, Job.output).where(
-                Job.workflow_id == workflow_id, Job.rule.is_not(None)
-            )
-        )
-    ).all()
+    query = select(Job.rule, _as_text(Job.input), _as_text(Job.output)).where(
+        Job.workflow_id == workflow_id, Job.rule.is_not(None)
+    )
+    rows = [
+        (rule, _decoded(inputs), _decoded(outputs))
+        for rule, inputs, outputs in await session.execute(query)
+    ]
     made_by = {path: rule for rule, _, output in rows for path in output or []}
     edges: dict[tuple[str, str], None] = {}
     for rule, inputs, _ in rows:
@@ -257,22 +257,36 @@ async def grid(session: AsyncSession, workflow_id: int, key: str | None) -> dict
     return {**grid_view(jobs, rules, key or chosen), "keys": keys}
 
 
+class _TimelineJob(NamedTuple):
+    """What shapes.timeline_view reads of a job, by name."""
+
+    jobid: int
+    rule: str | None
+    wildcards: Any
+    attempt: int
+    attempts: Any
+
+
 async def timeline(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
     """Every attempt of every job on a time axis, grouped by rule (shapes.timeline_view)."""
     query = (
-        select(Job.jobid, Job.rule, Job.wildcards, Job.attempt, Job.attempts)
+        select(Job.jobid, Job.rule, _as_text(Job.wildcards), Job.attempt, _as_text(Job.attempts))
         .where(Job.workflow_id == workflow_id)
         .order_by(Job.jobid)
     )
-    jobs = list(await session.execute(query))
+    seen: dict[str, Any] = {}
+    jobs = [
+        _TimelineJob(jobid, rule, _decoded(wildcards, seen), attempt, _decoded(attempts))
+        for jobid, rule, wildcards, attempt, attempts in await session.execute(query)
+    ]
     return timeline_view(jobs, await rule_order(session, workflow_id))
 
 
-# The grid and the trace read every job of a run: made for 10,000 (benchmarks/glance.py).
-# They load only the columns they read, as tuples rather than Job objects, and the JSON
-# columns as text, decoded here: SQLAlchemy's decoding of every row, the ORM's objects and
-# their garbage cost most of their time. A text many jobs share (a dataset's wildcards,
-# a rule's resources) is decoded once.
+# The grid, the trace, the timeline and the rule graph's edges read every job of a run: made
+# for 10,000 (benchmarks/glance.py). They load only the columns they read, as tuples rather
+# than Job objects, and the JSON columns as text, decoded here: SQLAlchemy's decoding of
+# every row, the ORM's objects and their garbage cost most of their time. A text many jobs
+# share (a dataset's wildcards, a rule's resources) is decoded once.
 
 
 def _as_text(column: Any) -> Any:
