@@ -127,6 +127,16 @@ class Job(Base):
         UniqueConstraint("workflow_id", "jobid", name="uq_jobs_workflow_jobid"),
         Index("ix_jobs_workflow_status", "workflow_id", "status"),
         Index("ix_jobs_workflow_rule", "workflow_id", "rule"),
+        # What eta.py reads of every job of a running workflow, so that it reads only this.
+        Index(
+            "ix_jobs_workflow_rule_timing",
+            "workflow_id",
+            "rule",
+            "status",
+            "threads",
+            "started_at",
+            "finished_at",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -6,9 +6,9 @@ import asyncio
 
 from quart import Blueprint, Response, request
 
-from .. import __version__, queries
+from .. import __version__, eta, queries
 from ..errors import BadRequest, NotFound
-from ..models import Workflow
+from ..models import Workflow, utcnow
 from ..shapes import TRACE_FIELDS, job_view, trace_rows
 from ..status import JobStatus, WorkflowStatus
 from .bodies import body_fields, ids_in_range, int_arg, list_arg, no_nul
@@ -77,6 +77,9 @@ async def list_workflows() -> Response:
         workflows, count = await queries.list_workflows(
             session, page, statuses, search, running.stale_before()
         )
+        left = await eta.eta_seconds(session, workflows, utcnow())
+    for workflow in workflows:
+        workflow["eta_seconds"] = left[workflow["id"]]
     body: dict[str, object] = {
         "workflows": workflows,
         "count": count,
@@ -107,7 +110,15 @@ async def _workflow_or_404(workflow_id: int) -> dict[str, object]:
 
 @bp.get("/workflow/<int:workflow_id>")
 async def get_workflow(workflow_id: int) -> Response:
-    return json_response({"workflow": await _workflow_or_404(workflow_id)})
+    """One workflow, with the estimate of its time left (eta.py; not in the feed's shape:
+    it is worth its queries when asked for, not at every event)."""
+    running = service()
+    async with running.sessions() as session:
+        wf = await queries.get_workflow(session, workflow_id, running.stale_before())
+        if wf is None:
+            raise NotFound(f"no workflow with id {workflow_id}")
+        wf["eta_seconds"] = (await eta.eta_seconds(session, [wf], utcnow()))[workflow_id]
+    return json_response({"workflow": wf})
 
 
 @bp.get("/workflow/<int:workflow_id>/jobs")

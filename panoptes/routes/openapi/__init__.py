@@ -40,6 +40,7 @@ from .schemas import COUNT, RUN_FIELDS, TEXT, Schema, obj, ref, schemas
 
 def _workflow_paths() -> dict[str, Schema]:
     workflow = _json(obj({"workflow": ref("Workflow")}), "the workflow")
+    read = _json(obj({"workflow": ref("WorkflowRead")}), "the workflow and its time left")
     rename_body = {
         "type": "object",
         "properties": {
@@ -76,7 +77,7 @@ def _workflow_paths() -> dict[str, Schema]:
     )
     delete["responses"]["409"] = _error("the workflow is running: cancel it first")
     return {
-        "get": {"parameters": [_workflow_id()], **_reads("One workflow", workflow)},
+        "get": {"parameters": [_workflow_id()], **_reads("One workflow", read)},
         "put": {"parameters": [_workflow_id()], **rename},
         "delete": {"parameters": [_workflow_id()], **delete},
     }

@@ -40,11 +40,29 @@ PATHS: Schema = {
 }
 
 
+ETA: Schema = {
+    "type": ["number", "null"],
+    "minimum": 0,
+    "description": "a running workflow's estimated seconds left (docs/eta.md); null when it is"
+    " not running, is a dry run, or nothing is known to estimate from",
+}
+
+
 # What a client may say of its run at /create_workflow (docs/wire.md).
 RUN_FIELDS = ("command", "workdir", "snakefile", "host", "user", "snakemake_version", "client")
 
 
 def schemas() -> dict[str, Schema]:
+    found = _schemas()
+    # What the reads answer (not the feed, nor the changes): a workflow and its time left.
+    found["WorkflowRead"] = obj(
+        {**found["Workflow"]["properties"], "eta_seconds": ETA},
+        "A workflow as GET /api/workflow/<id> and GET /api/workflows answer it.",
+    )
+    return found
+
+
+def _schemas() -> dict[str, Schema]:
     workflow_statuses = [s.value for s in WorkflowStatus]
     job_statuses = [s.value for s in JobStatus]
     return {
@@ -231,7 +249,7 @@ def schemas() -> dict[str, Schema]:
         ),
         "WorkflowList": obj(
             {
-                "workflows": {"type": "array", "items": ref("Workflow")},
+                "workflows": {"type": "array", "items": ref("WorkflowRead")},
                 "count": {**COUNT, "description": "how many match, on all pages"},
                 "limit": COUNT,
                 "offset": COUNT,
