@@ -19,6 +19,7 @@ from .render import Style, workflow_block, workflow_table
 ENDED = {WorkflowStatus.DONE, WorkflowStatus.ERROR, WorkflowStatus.CANCELLED}
 FAILED_SHOWN = 20
 RETRY_DELAYS = (0.5, 1, 2, 5)
+ETA_EVERY_SECONDS = 5.0
 
 
 def style_for(out: TextIO) -> Style:
@@ -46,10 +47,12 @@ class Run:
         self.workflow: dict[str, Any] = {}
         self.rules: dict[str, dict[str, Any]] = {}
         self.failed: dict[int, dict[str, Any]] = {}
+        self._eta_asked = 0.0
 
     def fetch(self) -> None:
         base = f"/api/workflow/{self.workflow_id}"
         self.workflow = self.server.get(base)["workflow"]
+        self._eta_asked = time.monotonic()
         self.rules = {rule["rule"]: rule for rule in self.server.get(f"{base}/rules")["rules"]}
         jobs = self.server.get(f"{base}/jobs", status="Error", limit=FAILED_SHOWN)["jobs"]
         self.failed = {job["jobid"]: job for job in jobs}
@@ -57,8 +60,9 @@ class Run:
     def apply(self, message: dict[str, Any]) -> None:
         """A feed event: each carries the whole current object (docs/feed.md)."""
         if "workflow" in message:
-            # The feed's workflow has no estimate; the last one known stays until the next.
-            self.workflow = {**message["workflow"], "eta_seconds": None}
+            # The feed's workflow has no estimate: the last one asked for stays (refresh_eta).
+            eta = self.workflow.get("eta_seconds")
+            self.workflow = {**message["workflow"], "eta_seconds": eta}
         elif message["type"] == "rule.updated":
             self.rules[message["rule"]["rule"]] = message["rule"]
         elif message["type"] == "job.updated":
@@ -67,6 +71,17 @@ class Run:
                 self.failed[job["jobid"]] = job
             else:
                 self.failed.pop(job["jobid"], None)
+
+    def refresh_eta(self, every: float = ETA_EVERY_SECONDS) -> None:
+        """Ask the API for the time left again, at most once every `every` seconds."""
+        if time.monotonic() - self._eta_asked < every or self.ended:
+            return
+        self._eta_asked = time.monotonic()
+        try:
+            fresh = self.server.get(f"/api/workflow/{self.workflow_id}")["workflow"]
+        except ClientError:
+            return  # the feed tells whether the server went away; the estimate can wait
+        self.workflow["eta_seconds"] = fresh.get("eta_seconds")
 
     @property
     def ended(self) -> bool:
@@ -174,6 +189,7 @@ async def watch(config: ClientConfig, workflow_id: int, as_json: bool, out: Text
                     run.fetch()  # the final counts and failed jobs, as the API has them
                     screen.draw(run, last=True)
                     return exit_code(run)
+                run.refresh_eta()
                 screen.draw(run)
         except (ConnectionClosed, OSError) as exc:
             reason = str(exc) or type(exc).__name__

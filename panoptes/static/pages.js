@@ -99,6 +99,37 @@
     }
   }
 
+  // A running workflow's time left (GET /api/workflow/<id> eta_seconds; null: unknown).
+  function formatEta(seconds) {
+    if (seconds == null) return null;
+    if (seconds < 60) return "less than a minute left";
+    const minutes = Math.round(seconds / 60);
+    if (minutes < 90) return "about " + minutes + " min left";
+    const hours = seconds / 3600;
+    return "about " + (hours < 10 ? hours.toFixed(1) : Math.round(hours)) + " h left";
+  }
+
+  // The workflow page says when it is not known yet; a dashboard row says nothing then.
+  function showEta(el, wf) {
+    const text = wf.status === "Running" ? formatEta(wf.eta_seconds) : null;
+    const onPage = el.tagName === "DD";
+    el.textContent = text || (onPage ? "not known yet" : "");
+    el.hidden = !onPage && !text;
+  }
+
+  // The feed's workflows carry no estimate (it costs a few queries): the page asks the API
+  // for it when the run has moved, at most once per ETA_EVERY_MS for each workflow.
+  const ETA_EVERY_MS = 5000;
+  const etaAsked = new Map();  // workflow id -> timer
+  function askEta(id, show) {
+    if (etaAsked.has(id)) return;
+    etaAsked.set(id, setTimeout(async () => {
+      etaAsked.delete(id);
+      const response = await fetch("/api/workflow/" + id, {credentials: "same-origin"});
+      if (response.ok) show((await response.json()).workflow);
+    }, ETA_EVERY_MS));
+  }
+
   // Said to screen readers by the page's live region (base.html #announcer).
   function announce(text) {
     const announcer = document.getElementById("announcer");
@@ -295,9 +326,24 @@
         showTable();
       } else {
         upsert(event.workflow);
+        const row = rowOf(event.workflow.id);
+        if (row && event.workflow.status === "Running") {
+          askEta(event.workflow.id, (wf) => showEta(row.querySelector("[data-eta]"), wf));
+        } else if (row) {
+          showEta(row.querySelector("[data-eta]"), event.workflow);
+        }
       }
       refreshCounts();
     });
+    // The estimates of the running workflows listed, once at the start.
+    fetch("/api/workflows?status=Running&limit=100", {credentials: "same-origin"})
+      .then((response) => (response.ok ? response.json() : {workflows: []}))
+      .then((data) => {
+        for (const wf of data.workflows) {
+          const row = rowOf(wf.id);
+          if (row) showEta(row.querySelector("[data-eta]"), wf);
+        }
+      });
     feed.on("resync", refreshCounts);
     feed.start();
   }
@@ -433,7 +479,10 @@
       failedSection.hidden = failedList.children.length === 0;
     }
 
+    const eta = header.querySelector("[data-eta]");
     function updateWorkflow(wf) {
+      if (wf.status === "Running") askEta(workflowId, (fresh) => showEta(eta, fresh));
+      else showEta(eta, wf);
       fill(header, wf);
       header.querySelector('[data-field="progress"]').textContent = wf.jobs_done + " / " + wf.jobs_total;
       setBar(header.querySelector("svg.bar"), wf.jobs_done, wf.jobs_total, 0, wf.jobs_failed);
@@ -478,7 +527,11 @@
     feed.on("rule.updated", (event) => {
       upsertRule(event.rule);
       graph.rule(event.rule);
+      if (header.dataset.status === "Running") askEta(workflowId, (wf) => showEta(eta, wf));
     });
+    fetch("/api/workflow/" + workflowId, {credentials: "same-origin"})
+      .then((response) => (response.ok ? response.json() : null))
+      .then((data) => { if (data) showEta(eta, data.workflow); });
     feed.start();
   }
 

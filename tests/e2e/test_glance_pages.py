@@ -179,3 +179,37 @@ async def test_times_are_relative_and_a_retried_job_shows_its_first_start(
         re.compile(r"ago|just now")
     )
     assert errors == []
+
+
+async def test_time_left_shows_on_the_dashboard_and_the_workflow_page(
+    browser: Browser, server: LiveServer, api: httpx.AsyncClient, clean: None
+) -> None:
+    """eta_seconds from the API, asked again as the run moves; gone once it ends."""
+    replay = Replay(api, "sm9-keepgoing")
+    workflow_id = await replay.start()
+    finished = 0
+
+    def third_finished(msg: dict[str, Any]) -> bool:
+        nonlocal finished
+        finished += msg.get("level") == "job_finished"
+        return finished == 3
+
+    await replay.until(third_finished)
+    estimate = (await api.get(f"/api/workflow/{workflow_id}")).json()["workflow"]["eta_seconds"]
+    assert estimate is not None and estimate >= 0
+    errors: list[str] = []
+    page = await open_page(browser, f"{server.url}/workflow/{workflow_id}", errors)
+    left = page.locator("#workflow dd[data-eta]")
+    await expect(left).to_have_text(re.compile(r" left$"), timeout=TIMEOUT_MS)
+    await expect(left).to_be_visible()
+    dashboard = await open_page(browser, f"{server.url}/", errors)
+    row_left = dashboard.locator(f'tr[data-workflow-id="{workflow_id}"] [data-eta]')
+    await expect(row_left).to_have_text(re.compile(r" left$"), timeout=TIMEOUT_MS)
+
+    await replay.rest()  # it ends Error: no time left to tell
+    await expect(page.locator("#workflow")).to_have_attribute("data-status", "Error")
+    await expect(left).to_be_hidden()
+    await expect(row_left).to_be_hidden(timeout=TIMEOUT_MS)
+    assert (await api.get(f"/api/workflow/{workflow_id}")).json()["workflow"]["eta_seconds"] is None
+    await assert_never_reloaded(page)
+    assert errors == []
