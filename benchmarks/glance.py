@@ -26,7 +26,8 @@ under that directory, through PYTHONPATH, on the same file), in alternating roun
   (`#dataset-grid tbody tr`) and the timeline has drawn its bars (`#timeline[data-bars]` > 0),
   the median, and how many rows and elements the page holds then.
 
-Targets (issue 13): p50 < 100 ms server side, first render < 1 s.
+Targets (issue 13): the workflow page and the grid endpoint p50 < 100 ms server side, the
+page's first render (grid and timeline) < 1 s.
 """
 
 from __future__ import annotations
@@ -298,12 +299,16 @@ def report(servers: dict[str, Server], workflow_id: int, args: argparse.Namespac
         for path in paths:
             values = times[(name, path)]
             shown = path.replace(str(workflow_id), "<id>")
+            median = statistics.median(values)
+            target = "(none)"  # the issue's target is for the page and the grid
+            if path in paths[:2]:
+                target = (
+                    f"< {TARGET_SERVER_MS:.0f} ms{'' if median < TARGET_SERVER_MS else '  MISSED'}"
+                )
             print(
-                f"{name:8} GET {shown:<30} {statistics.median(values):6.1f} ms"
+                f"{name:8} GET {shown:<30} {median:6.1f} ms"
                 f" {p(values, 0.9):6.1f} ms {statistics.mean(cpus[(name, path)]):6.1f} ms"
-                f" {sizes[(name, path)] / 1024:6.0f} KiB"
-                f"   < {TARGET_SERVER_MS:.0f} ms"
-                f"{'' if statistics.median(values) < TARGET_SERVER_MS else '  MISSED'}"
+                f" {sizes[(name, path)] / 1024:6.0f} KiB   {target}"
             )
     print(f"\n{'':8} {'first render in Chromium':<34} {'median':>9} {'max':>9}   target")
     for name, (both, grids, dom) in renders.items():

@@ -237,7 +237,7 @@ async def _edges_from_files(session: AsyncSession, workflow_id: int) -> list[lis
     )
     rows = [
         (rule, _decoded(inputs), _decoded(outputs))
-        for rule, inputs, outputs in await session.execute(query)
+        for rule, inputs, outputs in await _every_row(session, query)
     ]
     made_by = {path: rule for rule, _, output in rows for path in output or []}
     edges: dict[tuple[str, str], None] = {}
@@ -277,7 +277,7 @@ async def timeline(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     jobs = [
         _TimelineJob(jobid, rule, _decoded(wildcards, seen), attempt, _decoded(attempts))
-        for jobid, rule, wildcards, attempt, attempts in await session.execute(query)
+        for jobid, rule, wildcards, attempt, attempts in await _every_row(session, query)
     ]
     return timeline_view(jobs, await rule_order(session, workflow_id))
 
@@ -287,6 +287,12 @@ async def timeline(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
 # than Job objects, and the JSON columns as text, decoded here: SQLAlchemy's decoding of
 # every row, the ORM's objects and their garbage cost most of their time. A text many jobs
 # share (a dataset's wildcards, a rule's resources) is decoded once.
+
+
+async def _every_row(session: AsyncSession, query: Any) -> Any:
+    """A Core query's rows through the session's connection, past the ORM's result handling
+    (a third of the time of reading 10,000 rows)."""
+    return await (await session.connection()).execute(query)
 
 
 def _as_text(column: Any) -> Any:
@@ -328,7 +334,7 @@ async def grid_jobs(
     seen: dict[str, Any] = {}
     jobs = [
         (jobid, rule, _decoded(wildcards, seen), status, attempt)
-        for jobid, rule, wildcards, status, attempt in await session.execute(query)
+        for jobid, rule, wildcards, status, attempt in await _every_row(session, query)
     ]
     return jobs, list(seen.values()) if seen else [job[2] for job in jobs]
 
@@ -349,7 +355,7 @@ async def all_jobs(session: AsyncSession, workflow_id: int) -> list[tuple[Any, .
             job[8],
             _decoded(job[9]),
         )
-        for job in await session.execute(query)
+        for job in await _every_row(session, query)
     ]
 
 
