@@ -9,6 +9,7 @@ one operation submitted to the writer, written against the store's `Tx`; none ru
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import Counter
@@ -97,6 +98,10 @@ class Service:
         await self.prune_expired()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="panoptes-stale")
         await self.notifier.start()
+        # What is loaded by now (modules, the app, its templates) lives as long as the
+        # process: out of the collector's way, so that a request making many objects (the
+        # grid of 10,000 jobs) does not pay for scanning it again (benchmarks/glance.py).
+        gc.freeze()
 
     async def open(self) -> None:
         """Database at the current schema, hub and writer: what one-off commands need too."""

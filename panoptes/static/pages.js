@@ -509,13 +509,14 @@
         rulesBody.textContent = "";
         updatePager();
         timeline.reset();
+        grid.reset();
       }
       updateWorkflow(event.workflow);
     });
     const views = window.PanoptesViews;
     const grid = views.datasetGrid(workflowId);
     const timeline = views.timeline(workflowId, {formatTime, formatDuration});
-    const graph = views.ruleGraph(workflowId, ruleFilter || null);
+    const graph = views.ruleGraph(workflowId, ruleFilter || null, timeline.ready);
     if (ruleFilter && grid.focusRule) grid.focusRule(ruleFilter);
     feed.on("job.updated", (event) => {
       upsertJob(event.job);

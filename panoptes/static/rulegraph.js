@@ -12,7 +12,9 @@
   const BOX_HEIGHT = 44;
   const BAR_HEIGHT = 6;
 
-  function ruleGraph(workflowId, focused) {
+  // `after`: a promise to wait for before the first fetch (the page's grid and timeline go
+  // first: the graph's edges cost the server most, and the page is usable without it).
+  function ruleGraph(workflowId, focused, after) {
     const section = document.getElementById("rulegraph-section");
     const holder = document.getElementById("rulegraph");
     const source = document.getElementById("rulegraph-source");
@@ -154,7 +156,7 @@
       reloadTimer = setTimeout(load, 1000);
     }
 
-    load();
+    Promise.resolve(after).finally(load);
     return {
       // rule.updated: the rule's counts (an unknown rule means the graph has grown).
       rule(counts) {

@@ -328,12 +328,13 @@
     }
     window.addEventListener("resize", redraw);
 
-    fetch("/api/workflow/" + workflowId + "/timeline", {credentials: "same-origin"})
+    const ready = fetch("/api/workflow/" + workflowId + "/timeline", {credentials: "same-origin"})
       .then((response) => response.json())
       .then(load)
       .catch(() => { summary.textContent = "The timeline could not be loaded."; });
 
     return {
+      ready,  // settles once the timeline is drawn (or could not be loaded)
       update(job) {
         if (!loaded) { early.push(job); return; }
         put(job);
