@@ -21,10 +21,14 @@ from .conftest import CAPTURES, create_workflow, post_event, send_recorded
 async def replay_keepgoing(client: Client) -> int:
     """sm9-keepgoing: 6 samples x make -> align -> count; align(S2) fails, align(S4) fails once
     and succeeds on its retry; the run ends Error (see tests/captures/Snakefile.keepgoing)."""
-    lines = (CAPTURES / "sm9-keepgoing.jsonl").read_text().splitlines()
-    requests = [json.loads(line) for line in lines]
+    return await replay_capture(client, "sm9-keepgoing")
+
+
+async def replay_capture(client: Client, name: str) -> int:
+    """Send a recorded run as it was; the id of the workflow it made."""
     workflow_id = None
-    for request in requests:
+    for line in (CAPTURES / f"{name}.jsonl").read_text().splitlines():
+        request = json.loads(line)
         response = await send_recorded(client, request)
         if request["path"] == "/create_workflow":
             workflow_id = (await response.get_json())["id"]

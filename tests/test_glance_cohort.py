@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-from typing import Any
 from xml.etree import ElementTree
 
 import pytest
@@ -18,7 +16,7 @@ from quart.typing import TestClientProtocol as Client
 
 from panoptes.shapes import TRACE_FIELDS
 
-from .conftest import CAPTURES, send_recorded
+from .test_glance import get, replay_capture
 
 SAMPLES = [f"C{i:03d}" for i in range(1, 101)]
 RULES = ["make", "align", "count"]
@@ -26,20 +24,7 @@ FLAKY = "C037"
 
 
 async def replay(client: Client, name: str = "sm9-cohort300") -> int:
-    workflow_id = None
-    for line in (CAPTURES / f"{name}.jsonl").read_text().splitlines():
-        request = json.loads(line)
-        response = await send_recorded(client, request)
-        if request["path"] == "/create_workflow":
-            workflow_id = (await response.get_json())["id"]
-    assert workflow_id is not None
-    return int(workflow_id)
-
-
-async def get(client: Client, path: str) -> Any:
-    response = await client.get(path)
-    assert response.status_code == 200, (path, await response.get_data(as_text=True))
-    return response
+    return await replay_capture(client, name)
 
 
 async def test_the_grid_has_a_row_per_sample_each_done_and_the_retry_marked(
