@@ -360,13 +360,11 @@
     const jobsTable = document.getElementById("jobs");
     const pager = document.getElementById("job-pager");
     // The page shows one page of the jobs that match its filters (server-side paging, in
-    // the order the jobs started); `jobs` holds those on it.
+    // the order the jobs started); the rows are those on it.
     const offset = Number(jobsTable.dataset.offset);
     const pageSize = Number(jobsTable.dataset.pageSize);
     const statusFilter = jobsTable.dataset.filterStatus;
     const ruleFilter = jobsTable.dataset.filterRule;
-    const jobs = new Map(JSON.parse(document.getElementById("initial-jobs").textContent)
-      .map((j) => [j.jobid, j]));
     // Every rule's counts, kept current by rule.updated: how many jobs match the filters.
     const rules = new Map(JSON.parse(document.getElementById("initial-rules").textContent)
       .map((r) => [r.rule, r]));
@@ -414,7 +412,6 @@
         // It left this filter (a Running job finished, say): the count follows with the
         // rule's counts.
         if (row) row.remove();
-        jobs.delete(job.jobid);
         return;
       }
       if (!row) {
@@ -425,7 +422,6 @@
         row = cloneTemplate("job-row-template");
         jobsBody.appendChild(row);
       }
-      jobs.set(job.jobid, job);
       row.dataset.jobid = job.jobid;
       row.dataset.rule = job.rule || "";
       fill(row, job);
@@ -503,7 +499,6 @@
         return;
       }
       if (event.type === "workflow.reset") {
-        jobs.clear();
         rules.clear();
         jobsBody.textContent = "";
         rulesBody.textContent = "";
