@@ -204,7 +204,8 @@ class Hub:
     async def all_gone(self) -> None:
         """Return once the last subscriber has left (callers bound the wait)."""
         if self.subscriber_count:
-            self._none_left = asyncio.Event()
+            if self._none_left is None or self._none_left.is_set():
+                self._none_left = asyncio.Event()  # one for every caller waiting now
             await self._none_left.wait()
 
     @property
