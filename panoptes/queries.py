@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import ColumnElement, Text, and_, func, null, or_, select, type_coerce, union_all
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -257,16 +257,6 @@ async def grid(session: AsyncSession, workflow_id: int, key: str | None) -> dict
     return {**grid_view(jobs, rules, key or chosen), "keys": keys}
 
 
-class _TimelineJob(NamedTuple):
-    """What shapes.timeline_view reads of a job, by name."""
-
-    jobid: int
-    rule: str | None
-    wildcards: Any
-    attempt: int
-    attempts: Any
-
-
 async def timeline(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
     """Every attempt of every job on a time axis, grouped by rule (shapes.timeline_view)."""
     query = (
@@ -275,9 +265,10 @@ async def timeline(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
         .order_by(Job.jobid)
     )
     seen: dict[str, Any] = {}
+    rows = (await _every_row(session, query)).all()
     jobs = [
-        _TimelineJob(jobid, rule, _decoded(wildcards, seen), attempt, _decoded(attempts))
-        for jobid, rule, wildcards, attempt, attempts in await _every_row(session, query)
+        (jobid, rule, _decoded(wildcards, seen), attempt, _decoded(attempts))
+        for jobid, rule, wildcards, attempt, attempts in rows
     ]
     return timeline_view(jobs, await rule_order(session, workflow_id))
 

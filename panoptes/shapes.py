@@ -8,7 +8,8 @@ imports only the tables, so either side may import it without importing the othe
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from .models import Event, Job, JobRow, Workflow
@@ -302,45 +303,80 @@ def _cell(value: Any) -> str:
 TIMELINE_STATUSES = (JobStatus.DONE, JobStatus.RUNNING, JobStatus.ERROR, JobStatus.WAITING)
 
 
-def timeline_view(jobs: list[Any], rules: list[str]) -> dict[str, Any]:
+def timeline_view(jobs: Iterable[Sequence[Any]], rules: list[str]) -> dict[str, Any]:
     """Every attempt of every job as a bar, compact enough for 10,000 jobs: `bars` are
-    [jobid, rule index, attempt, status index, start ms, end ms or null, wildcards], times
-    counted from `origin` (the first start), rules and statuses indexed into `rules` and
-    `statuses`. Jobs come in job id order (queries.timeline_jobs)."""
-    spans: list[tuple[Any, dict[str, Any], datetime]] = []
-    for job in jobs:
-        for record in job.attempts or []:
-            if record.get("started_at"):
-                spans.append((job, record, datetime.fromisoformat(record["started_at"])))
+    [jobid, rule index, attempt, status index, start ms, end ms or null, wildcards index],
+    times counted from `origin` (the first start), rules, statuses and wildcards ("name=value"
+    pairs, "" for none) indexed into `rules`, `statuses` and `wildcards`.
+
+    `jobs` are (jobid, rule, wildcards, attempt, attempts) rows in job id order
+    (queries.timeline); jobs sharing one wildcards object (SQLite's, decoded once per text)
+    have it turned into text once."""
     names = list(rules)
     index = {rule: number for number, rule in enumerate(names)}
     codes = {status.value: number for number, status in enumerate(TIMELINE_STATUSES)}
-    origin = min((start for _, _, start in spans), default=None)
-    bars = []
-    for job, record, start in spans:
-        rule = job.rule or ""
-        if rule not in index:
-            index[rule] = len(names)
+    running = codes[JobStatus.RUNNING.value]
+    pairs: list[str] = [""]
+    by_text = {"": 0}
+    by_object: dict[int, int] = {}  # by id(): the rows hold every wildcards object
+    parse = datetime.fromisoformat
+    spans = []
+    origin: float | None = None
+    first = None  # origin as stored
+    for jobid, rule, wildcards, attempt, attempts in jobs:
+        if not attempts:
+            continue
+        rule = rule or ""
+        number = index.get(rule)
+        if number is None:
+            number = index[rule] = len(names)
             names.append(rule)
-        end = record.get("finished_at")
-        bars.append(
-            [
-                job.jobid,
-                index[rule],
-                record.get("attempt") or job.attempt,
-                codes.get(str(record.get("status")), codes[JobStatus.RUNNING.value]),
-                _ms(start - origin) if origin else 0,
-                _ms(datetime.fromisoformat(end) - origin) if end and origin else None,
-                _pairs(job.wildcards) or "",
-            ]
-        )
+        seen = 0
+        if wildcards:
+            seen = by_object.get(id(wildcards), -1)
+            if seen < 0:
+                text = _pairs(wildcards) or ""
+                seen = by_text.get(text, -1)
+                if seen < 0:
+                    seen = by_text[text] = len(pairs)
+                    pairs.append(text)
+                by_object[id(wildcards)] = seen
+        for record in attempts:
+            started = record.get("started_at")
+            if not started:
+                continue
+            start = parse(started).timestamp()
+            if origin is None or start < origin:
+                origin, first = start, started
+            finished = record.get("finished_at")
+            spans.append(
+                (
+                    jobid,
+                    number,
+                    record.get("attempt") or attempt,
+                    codes.get(str(record.get("status")), running),
+                    start,
+                    parse(finished).timestamp() if finished else None,
+                    seen,
+                )
+            )
+    bars = [
+        [
+            jobid,
+            rule,
+            attempt,
+            status,
+            round((start - origin) * 1000),
+            None if end is None else round((end - origin) * 1000),
+            seen,
+        ]
+        for jobid, rule, attempt, status, start, end, seen in spans
+        if origin is not None
+    ]
     return {
-        "origin": iso(origin),
+        "origin": iso(parse(first)) if first else None,
         "rules": names,
         "statuses": [status.value for status in TIMELINE_STATUSES],
+        "wildcards": pairs,
         "bars": bars,
     }
-
-
-def _ms(delta: timedelta) -> int:
-    return round(delta.total_seconds() * 1000)

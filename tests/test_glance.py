@@ -139,7 +139,17 @@ async def test_the_timeline_has_every_attempt_on_one_clock(client: Client) -> No
         assert abs(start - datetime.fromisoformat(attempt["started_at"])) < timedelta(seconds=0.01)
         assert bar["end"] is not None and bar["end"] >= bar["start"] >= 0
     assert min(bar["start"] for bar in bars) == 0
-    flaky = [bar for bar in bars if bar["wildcards"] == "sample=S4" and bar["rule"] == 1]
+    assert timeline["wildcards"][0] == "" and len(set(timeline["wildcards"])) == len(
+        timeline["wildcards"]
+    )  # each set once
+    for bar, (job, _attempt) in zip(bars, attempts_in_order(jobs), strict=True):
+        pairs = ",".join(f"{name}={value}" for name, value in (job["wildcards"] or {}).items())
+        assert timeline["wildcards"][bar["wildcards"]] == pairs
+    flaky = [
+        bar
+        for bar in bars
+        if timeline["wildcards"][bar["wildcards"]] == "sample=S4" and bar["rule"] == 1
+    ]
     statuses = [timeline["statuses"][bar["status"]] for bar in flaky]
     assert [bar["attempt"] for bar in flaky] == [1, 2] and statuses == ["Error", "Done"]
 

@@ -53,7 +53,7 @@
       for (const [jobid, rule, attempt, status, start, end, wildcards] of data.bars) {
         let job = byJob.get(jobid);
         if (!job) {
-          job = {jobid, rule: data.rules[rule], wildcards, spans: []};
+          job = {jobid, rule: data.rules[rule], wildcards: data.wildcards[wildcards], spans: []};
           byJob.set(jobid, job);
         }
         job.spans.push({attempt, status: data.statuses[status], start: origin + start,
@@ -106,10 +106,6 @@
 
     // ---- drawing
 
-    function colour(name) {
-      return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
-    }
-
     function changed() {
       laidOut = false;
       redraw();
@@ -119,13 +115,21 @@
       if (!frame) frame = requestAnimationFrame(draw);
     }
 
+    // The axis's formatters, one per kind of tick (toLocaleString would make one per call).
+    const clocks = new Map();
+
     function clock(ms, step, withDate) {
-      const d = new Date(ms);
-      const options = {hour: "2-digit", minute: "2-digit"};
-      if (step < 60000) options.second = "2-digit";
-      if (step < 1000) options.fractionalSecondDigits = 1;
-      if (withDate) { options.month = "short"; options.day = "numeric"; }
-      return d.toLocaleString(undefined, options);
+      const kind = (step < 1000 ? "ms" : step < 60000 ? "s" : "m") + (withDate ? "d" : "");
+      let format = clocks.get(kind);
+      if (!format) {
+        const options = {hour: "2-digit", minute: "2-digit"};
+        if (step < 60000) options.second = "2-digit";
+        if (step < 1000) options.fractionalSecondDigits = 1;
+        if (withDate) { options.month = "short"; options.day = "numeric"; }
+        format = new Intl.DateTimeFormat(undefined, options);
+        clocks.set(kind, format);
+      }
+      return format.format(new Date(ms));
     }
 
     function geometry() {
@@ -169,18 +173,33 @@
       const x = (ms) => g.labelWidth + ((ms - span.from) / (span.to - span.from)) * plot;
       g.x = x;
       g.span = span;
-      drawAxis(g, span, plot);
+      // The theme's colours, read once a draw (each read of the computed style costs).
+      const style = getComputedStyle(document.documentElement);
+      const paint = (name) => style.getPropertyValue(name).trim() || "#888";
+      const muted = paint("--muted");
+      const line = paint("--line");
+      drawAxis(g, span, plot, muted, line);
       const fill = {};
-      for (const [status, name] of Object.entries(COLOURS)) fill[status] = colour(name);
-      const retried = colour("--retried");
+      for (const [status, name] of Object.entries(COLOURS)) fill[status] = paint(name);
       const now = Date.now();
       context.font = "12px system-ui, sans-serif";
       context.textBaseline = "middle";
+      // Bars gathered by colour and each colour filled as one path: a canvas draws 10,000
+      // rectangles of one path far faster than 10,000 fills with the style switched between.
+      const paths = new Map();
+      const pathOf = (colourOf) => {
+        let path = paths.get(colourOf);
+        if (!path) { path = new Path2D(); paths.set(colourOf, path); }
+        return path;
+      };
+      const retriedColour = paint("--retried");
+      const retried = pathOf(retriedColour);
+      const height = Math.max(g.lane - 2, 1);
       for (const band of bands) {
-        context.fillStyle = colour("--muted");
+        context.fillStyle = muted;
         const label = band.rule || "(unnamed)";
         context.fillText(fit(label, g.labelWidth - 10), 4, band.top + (band.lanes.length * g.lane) / 2);
-        context.fillStyle = colour("--line");
+        context.fillStyle = line;
         context.fillRect(0, band.top + band.lanes.length * g.lane + GAP / 2, g.width, 1);
         band.lanes.forEach((lane, i) => {
           const y = band.top + i * g.lane;
@@ -189,17 +208,21 @@
             if (end < span.from || s.start > span.to) continue;
             const left = Math.max(x(s.start), g.labelWidth);
             const right = Math.min(x(end), g.width);
-            context.fillStyle = fill[s.status] || fill.Running;
-            context.fillRect(left, y + 1, Math.max(right - left, 1.5), Math.max(g.lane - 2, 1));
-            if (s.attempt > 1 && g.lane >= 5) {
-              context.fillStyle = retried;
-              context.fillRect(left, y + 1, Math.max(right - left, 1.5), 2);
-            }
+            const width = Math.max(right - left, 1.5);
+            pathOf(fill[s.status] || fill.Running).rect(left, y + 1, width, height);
+            if (s.attempt > 1 && g.lane >= 5) retried.rect(left, y + 1, width, 2);
           }
         });
       }
+      for (const [colourOf, path] of paths) {
+        if (path === retried) continue;
+        context.fillStyle = colourOf;
+        context.fill(path);
+      }
+      context.fillStyle = retriedColour;
+      context.fill(retried);  // over the bars it marks
       if (whole.running && now >= span.from && now <= span.to) {
-        context.fillStyle = colour("--fg");
+        context.fillStyle = paint("--fg");
         context.fillRect(x(now), AXIS - 4, 1, g.height - AXIS + 4);
       }
       box.geometry = g;
@@ -219,7 +242,7 @@
       return cut + "…";
     }
 
-    function drawAxis(g, span, plot) {
+    function drawAxis(g, span, plot, muted, line) {
       const duration = span.to - span.from;
       const step = STEPS.find((s) => (s / duration) * plot >= MIN_TICK_PX) || STEPS[STEPS.length - 1];
       const withDate = duration > 86400000 || new Date(span.from).toDateString() !== new Date(span.to).toDateString();
@@ -229,9 +252,9 @@
       let tick = Math.ceil((span.from - offset) / step) * step + offset;
       for (; tick <= span.to; tick += step) {
         const at = g.x(tick);
-        context.fillStyle = colour("--line");
+        context.fillStyle = line;
         context.fillRect(at, AXIS - 6, 1, g.height - AXIS + 6);
-        context.fillStyle = colour("--muted");
+        context.fillStyle = muted;
         context.fillText(clock(tick, step, withDate), at + 3, 4);
       }
     }

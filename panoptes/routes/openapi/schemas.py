@@ -239,11 +239,18 @@ def _schemas() -> dict[str, Schema]:
                 "origin": nullable({**TEXT, "description": "the first start; bars count from it"}),
                 "rules": {"type": "array", "items": TEXT, "description": "in pipeline order"},
                 "statuses": {"type": "array", "items": {"type": "string", "enum": job_statuses}},
+                "wildcards": {
+                    "type": "array",
+                    "items": TEXT,
+                    "description": 'each set of wildcards once, as "name=value" pairs joined'
+                    ' by commas; the first is "" (none)',
+                },
                 "bars": {
                     "type": "array",
                     "items": {"type": "array", "minItems": 7, "maxItems": 7},
                     "description": "an attempt each: [jobid, index into rules, attempt, index"
-                    " into statuses, start ms, end ms or null while it runs, wildcards]",
+                    " into statuses, start ms, end ms or null while it runs, index into"
+                    " wildcards]",
                 },
             }
         ),
