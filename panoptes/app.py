@@ -46,6 +46,7 @@ def create_app(config: Config | None = None, *, fast_ingest: bool = True) -> Qua
     app.register_blueprint(metrics.bp)
     app.register_blueprint(notifications.bp)
     _register_errors(app)
+    feed.install(app)  # innermost: the server's send as Quart is given it
     if fast_ingest:
         ingest.install(app, config)  # inside auth's /t/<token>/ prefix handling
     auth.install(app, config)

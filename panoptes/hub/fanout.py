@@ -106,6 +106,24 @@ class Subscription:
         await self._turns.take()
         return item
 
+    async def next_few(self, timeout: float, most: int) -> list[FeedItem]:  # noqa: ASYNC109
+        """Up to `most` items, as many as are queued once the first has come, on one turn
+        for all of them (turns.py); [] if nothing came within `timeout` seconds. A busy feed
+        sends what piled up in a row instead of waking once for every item."""
+        if self._queue.empty():
+            try:
+                async with asyncio.timeout(timeout):
+                    first = await self._queue.get()
+            except TimeoutError:
+                return []
+        else:
+            first = self._queue.get_nowait()
+        items = [first]
+        while len(items) < most and not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        await self._turns.take(len(items))
+        return items
+
     async def take_turn(self) -> None:
         """Wait for a turn to send something not from the queue (a replay)."""
         await self._turns.take()

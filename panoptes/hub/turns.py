@@ -25,7 +25,7 @@ class Turns:
     def __init__(self, per_pass: int = PER_PASS) -> None:
         self.per_pass = per_pass
         self._granted = 0  # in this pass
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._waiting: deque[tuple[asyncio.Future[None], int]] = deque()
         self._refill_due = False
         self._paused = False
 
@@ -41,14 +41,16 @@ class Turns:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    async def take(self) -> None:
-        """Wait for this subscriber's turn to send (at once, if this pass has turns left)."""
+    async def take(self, sends: int = 1) -> None:
+        """Wait for this subscriber's turn to send `sends` messages in a row (at once, if this
+        pass has turns left). A turn for several counts as that many: the pass that grants it
+        grants no more once they are used up."""
         if self._granted < self.per_pass and not self._waiting and not self._paused:
-            self._granted += 1
+            self._granted += sends
             self._refill_soon()
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
+        self._waiting.append((future, sends))
         self._refill_soon()
         await future  # cancelled: the refill skips it
 
@@ -64,9 +66,9 @@ class Turns:
         if self._paused:
             return  # writing() asks again
         while self._waiting and self._granted < self.per_pass:
-            future = self._waiting.popleft()
+            future, sends = self._waiting.popleft()
             if not future.done():
                 future.set_result(None)
-                self._granted += 1
+                self._granted += sends
         if self._waiting or self._granted:
             self._refill_soon()

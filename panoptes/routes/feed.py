@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from quart import Blueprint, websocket
+from quart import Blueprint, Quart, websocket
 
 from .. import __version__, queries
 from ..errors import BadRequest, Forbidden, NotFound, TooManyConnections, Unavailable
@@ -53,6 +54,46 @@ async def _send(message: dict[str, object]) -> None:
     await websocket.send(orjson.dumps(message).decode())
 
 
+# A live feed's events go straight to the server's ASGI send (kept in the scope by
+# KeepServerSend), past Quart's websocket layer: its send yields a whole pass of the loop and
+# fires a signal for every message, which at a thousand subscribers is most of what an event
+# costs (benchmarks/README.md, "Fan-out"). Everything else (accept, hello, replay, close)
+# still goes through Quart.
+SERVER_SEND = "panoptes.send"
+# Events a subscriber sends in a row, on one turn, when they have piled up in its queue.
+SENDS_IN_A_ROW = 8
+
+
+class KeepServerSend:
+    """ASGI middleware: keeps each websocket's server send in its scope (SERVER_SEND)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope[SERVER_SEND] = send
+        await self.app(scope, receive, send)
+
+
+def install(app: Quart) -> None:
+    app.asgi_app = KeepServerSend(app.asgi_app)  # type: ignore[method-assign]
+
+
+ServerSend = Callable[[dict[str, str]], Awaitable[None]]
+
+
+def _server_send() -> ServerSend:
+    send: ServerSend | None = websocket.scope.get(SERVER_SEND)  # type: ignore[assignment]
+    if send is not None:
+        return send
+
+    async def through_quart(message: dict[str, str]) -> None:
+        await websocket.send(message["text"])
+
+    return through_quart
+
+
 class _Stream:
     """One connection's position in the event sequence."""
 
@@ -76,20 +117,22 @@ class _Stream:
 
     async def follow(self, ping_seconds: float) -> None:
         subscription = self.subscription
+        send = _server_send()
         while True:
-            item = await subscription.next(ping_seconds)
-            if item is None:
+            items = await subscription.next_few(ping_seconds, SENDS_IN_A_ROW)
+            if not items:
                 await _send({"type": "ping"})
                 continue
-            if item is SHUTDOWN:
-                await websocket.close(1001, "panoptes is shutting down")
-                return
-            if item is RESYNC:
-                await _send({"type": "resync"})
-                await self.replay()
-            elif item.seq > self.last:
-                await websocket.send(item.text)
-                self.last = item.seq
+            for item in items:
+                if item is SHUTDOWN:
+                    await websocket.close(1001, "panoptes is shutting down")
+                    return
+                if item is RESYNC:
+                    await _send({"type": "resync"})
+                    await self.replay()
+                elif item.seq > self.last:
+                    await send({"type": "websocket.send", "text": item.text})
+                    self.last = item.seq
 
 
 async def _serve(workflow_id: int | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from panoptes.hub import FeedItem, Subscription
 from panoptes.hub.turns import Turns
 
 
@@ -65,3 +66,39 @@ async def test_a_cancelled_waiter_costs_nobody_a_turn() -> None:
     await asyncio.sleep(0)  # the refill: the one turn goes to the second
     await asyncio.sleep(0)  # which then runs
     assert first.cancelled() and second.done()
+
+
+async def test_a_turn_for_several_sends_counts_as_that_many() -> None:
+    turns = Turns(per_pass=4)
+    counter = PassCounter()
+    granted: list[tuple[str, int]] = []
+
+    async def taker(name: str, sends: int) -> None:
+        await turns.take(sends)
+        granted.append((name, counter.passes))
+
+    # a: 3 sends, then b's 3 go past the pass's 4 (a turn is never split), c waits a pass.
+    await asyncio.gather(taker("a", 3), taker("b", 3), taker("c", 1))
+    counter.stop()
+    passes = dict(granted)
+    assert passes["a"] == passes["b"] < passes["c"]
+
+
+async def test_a_subscriber_sends_what_piled_up_in_a_row_on_one_turn() -> None:
+    turns = Turns(per_pass=8)
+    subscription = Subscription(None, queue_size=50, turns=turns)
+    items = [
+        FeedItem(seq=n, workflow_id=None, type="workflow.updated", text=str(n)) for n in range(12)
+    ]
+    for item in items:
+        subscription.offer(item)
+    first = await subscription.next_few(1.0, 8)
+    assert first == items[:8]
+    # One turn, counted as 8 sends: this pass has none left for anyone else (a take in it,
+    # stepped by hand so that no pass goes by, has to wait).
+    other = turns.take()
+    other.send(None)  # suspends: StopIteration here would mean a turn was granted at once
+    assert turns.waiting == 1
+    other.close()
+    assert await subscription.next_few(1.0, 8) == items[8:]
+    assert await subscription.next_few(0.01, 8) == []  # nothing within the timeout
