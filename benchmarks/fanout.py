@@ -496,9 +496,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queue", type=int, default=1000, help="PANOPTES_SUBSCRIBER_QUEUE")
     parser.add_argument(
         "--server",
-        choices=("uvicorn", "hypercorn"),
+        choices=("uvicorn", "hypercorn", "granian"),
         default="uvicorn",
-        help="the HTTP server panoptes runs on (PANOPTES_SERVER)",
+        help="the HTTP server panoptes runs on (PANOPTES_SERVER; granian as its own command)",
     )
     parser.add_argument(
         "--no-deflate",
