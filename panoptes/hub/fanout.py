@@ -92,27 +92,13 @@ class Subscription:
     async def get(self) -> FeedItem:
         return await self._queue.get()
 
-    async def next(self, timeout: float) -> FeedItem | None:  # noqa: ASYNC109
-        """The next item once it is this subscriber's turn to send it (turns.py); None if
-        nothing came within `timeout` seconds."""
-        if self._queue.empty():
-            try:
-                async with asyncio.timeout(timeout):  # no task per item, as wait_for makes
-                    item = await self._queue.get()
-            except TimeoutError:
-                return None
-        else:
-            item = self._queue.get_nowait()
-        await self._turns.take()
-        return item
-
     async def next_few(self, timeout: float, most: int) -> list[FeedItem]:  # noqa: ASYNC109
         """Up to `most` items, as many as are queued once the first has come, on one turn
         for all of them (turns.py); [] if nothing came within `timeout` seconds. A busy feed
         sends what piled up in a row instead of waking once for every item."""
         if self._queue.empty():
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(timeout):  # no task per wait, as wait_for makes
                     first = await self._queue.get()
             except TimeoutError:
                 return []
