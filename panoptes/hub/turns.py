@@ -1,12 +1,14 @@
 """Turns: feed subscribers send a few at a time, so acknowledgements never wait behind them.
 
 The server is one event loop. A committed event wakes every subscriber of it at once, and
-each sends its frame in one go (Hypercorn's send path does not suspend): with a thousand
+each sends its frame in one go (the servers' send paths do not suspend): with a thousand
 subscribers, one pass of the loop would run a thousand sends before it got back to the
 client whose POST caused the event, and every step of that POST's answer waits for such a
-pass. So a subscriber takes a turn before each send, and each pass of the loop grants at
-most `per_pass` turns; the others wait, in the order they asked, for the next passes. A
-pass then holds at most that many sends beside whatever else is ready (ingest, pages), so
+pass. So a subscriber takes a turn before it sends, and each pass of the loop grants at
+most `per_pass` sends' worth of turns; the others wait, in the order they asked, for the
+next passes. A subscriber with several events queued takes one turn for all of them (up to
+the feed's SENDS_IN_A_ROW), counted as that many sends. A pass then holds at most about
+that many sends beside whatever else is ready (ingest, pages), so
 ingest keeps its speed while the feed catches up as the CPU allows. What a subscriber
 cannot send in time piles up in its queue, which ends in a resync (fanout.py), never in a
 delay for anyone else.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-# Sends per pass of the event loop: each costs about 0.1 ms of CPU here (benchmarks/README).
+# Sends per pass of the event loop: each costs about 0.05 ms of CPU here (benchmarks/README).
 PER_PASS = 4
 
 
