@@ -265,10 +265,9 @@ async def timeline(session: AsyncSession, workflow_id: int) -> dict[str, Any]:
         .order_by(Job.jobid)
     )
     seen: dict[str, Any] = {}
-    rows = (await _every_row(session, query)).all()
     jobs = [
         (jobid, rule, _decoded(wildcards, seen), attempt, _decoded(attempts))
-        for jobid, rule, wildcards, attempt, attempts in rows
+        for jobid, rule, wildcards, attempt, attempts in await _every_row(session, query)
     ]
     return timeline_view(jobs, await rule_order(session, workflow_id))
 

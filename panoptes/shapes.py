@@ -324,8 +324,9 @@ def timeline_view(jobs: Iterable[Sequence[Any]], rules: list[str]) -> dict[str, 
     origin: float | None = None
     first = None  # origin as stored
     for jobid, rule, wildcards, attempt, attempts in jobs:
-        if not attempts:
-            continue
+        started = [record for record in attempts or () if record.get("started_at")]
+        if not started:
+            continue  # no bar: neither its rule nor its wildcards are named for it
         rule = rule or ""
         number = index.get(rule)
         if number is None:
@@ -341,13 +342,10 @@ def timeline_view(jobs: Iterable[Sequence[Any]], rules: list[str]) -> dict[str, 
                     seen = by_text[text] = len(pairs)
                     pairs.append(text)
                 by_object[id(wildcards)] = seen
-        for record in attempts:
-            started = record.get("started_at")
-            if not started:
-                continue
-            start = parse(started).timestamp()
+        for record in started:
+            start = parse(record["started_at"]).timestamp()
             if origin is None or start < origin:
-                origin, first = start, started
+                origin, first = start, record["started_at"]
             finished = record.get("finished_at")
             spans.append(
                 (
