@@ -83,17 +83,6 @@ def install(app: Quart) -> None:
 ServerSend = Callable[[dict[str, str]], Awaitable[None]]
 
 
-def _server_send() -> ServerSend:
-    send: ServerSend | None = websocket.scope.get(SERVER_SEND)  # type: ignore[assignment]
-    if send is not None:
-        return send
-
-    async def through_quart(message: dict[str, str]) -> None:
-        await websocket.send(message["text"])
-
-    return through_quart
-
-
 class _Stream:
     """One connection's position in the event sequence."""
 
@@ -117,7 +106,7 @@ class _Stream:
 
     async def follow(self, ping_seconds: float) -> None:
         subscription = self.subscription
-        send = _server_send()
+        send: ServerSend = websocket.scope[SERVER_SEND]  # type: ignore[literal-required]
         while True:
             items = await subscription.next_few(ping_seconds, SENDS_IN_A_ROW)
             if not items:

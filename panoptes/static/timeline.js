@@ -192,8 +192,7 @@
         if (!path) { path = new Path2D(); paths.set(colourOf, path); }
         return path;
       };
-      const retriedColour = paint("--retried");
-      const retried = pathOf(retriedColour);
+      const retried = new Path2D();  // filled last, over the bars it marks
       const height = Math.max(g.lane - 2, 1);
       for (const band of bands) {
         context.fillStyle = muted;
@@ -215,12 +214,11 @@
         });
       }
       for (const [colourOf, path] of paths) {
-        if (path === retried) continue;
         context.fillStyle = colourOf;
         context.fill(path);
       }
-      context.fillStyle = retriedColour;
-      context.fill(retried);  // over the bars it marks
+      context.fillStyle = paint("--retried");
+      context.fill(retried);
       if (whole.running && now >= span.from && now <= span.to) {
         context.fillStyle = paint("--fg");
         context.fillRect(x(now), AXIS - 4, 1, g.height - AXIS + 4);
