@@ -43,6 +43,7 @@ class FeedItem:
     workflow_id: int | None
     type: str
     text: str  # the message as JSON, encoded once for all subscribers
+    data: bytes = b""  # the same, as UTF-8: what a frame holds (routes/frames.py)
 
 
 RESYNC = FeedItem(seq=-1, workflow_id=None, type="resync", text="")
@@ -51,8 +52,10 @@ SHUTDOWN = FeedItem(seq=-1, workflow_id=None, type="shutdown", text="")
 
 
 def _item(message: dict[str, Any]) -> FeedItem:
-    text = orjson.dumps(message).decode()
-    return FeedItem(message["seq"], message.get("workflow_id"), message["type"], text)
+    data = orjson.dumps(message)
+    return FeedItem(
+        message["seq"], message.get("workflow_id"), message["type"], data.decode(), data
+    )
 
 
 class EventLog(Protocol):

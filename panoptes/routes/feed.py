@@ -24,8 +24,9 @@ from quart import Blueprint, Quart, websocket
 
 from .. import __version__, queries
 from ..errors import BadRequest, Forbidden, NotFound, TooManyConnections, Unavailable
-from ..hub import RESYNC, SHUTDOWN, Subscription
+from ..hub import RESYNC, SHUTDOWN, FeedItem, Subscription
 from ..models import MAX_BIGINT
+from .frames import DirectWriter, direct_writer
 from .respond import service
 
 bp = Blueprint("feed", __name__)
@@ -107,21 +108,38 @@ class _Stream:
     async def follow(self, ping_seconds: float) -> None:
         subscription = self.subscription
         send: ServerSend = websocket.scope[SERVER_SEND]  # type: ignore[literal-required]
+        writer = direct_writer(send)
         while True:
             items = await subscription.next_few(ping_seconds, SENDS_IN_A_ROW)
             if not items:
                 await _send({"type": "ping"})
                 continue
+            events: list[FeedItem] = []
             for item in items:
-                if item is SHUTDOWN:
-                    await websocket.close(1001, "panoptes is shutting down")
-                    return
-                if item is RESYNC:
+                if item is SHUTDOWN or item is RESYNC:
+                    await self._send_events(events, send, writer)
+                    events = []
+                    if item is SHUTDOWN:
+                        await websocket.close(1001, "panoptes is shutting down")
+                        return
                     await _send({"type": "resync"})
                     await self.replay()
-                elif item.seq > self.last:
-                    await send({"type": "websocket.send", "text": item.text})
-                    self.last = item.seq
+                elif item.seq > self.last and (not events or item.seq > events[-1].seq):
+                    events.append(item)
+            await self._send_events(events, send, writer)
+
+    async def _send_events(
+        self, events: list[FeedItem], send: ServerSend, writer: DirectWriter | None
+    ) -> None:
+        """Live events in a row: as frames in one write when the connection takes them so
+        (frames.py), else one ASGI send each."""
+        if not events:
+            return
+        if writer is None or not writer.write([item.data or item.text.encode() for item in events]):
+            for item in events:
+                await send({"type": "websocket.send", "text": item.text})
+                self.last = item.seq
+        self.last = events[-1].seq
 
 
 async def _serve(workflow_id: int | None) -> None:
