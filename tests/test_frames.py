@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ from panoptes.app import create_app
 from panoptes.config import Config, database_url
 from panoptes.routes import frames
 from panoptes.serving.with_uvicorn import uvicorn_config
+
+from .conftest import free_port
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -42,12 +43,6 @@ def test_no_writer_for_a_send_that_is_not_uvicorns_sansio_protocol() -> None:
     assert frames.direct_writer(Other().send) is None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _events_through_uvicorn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: bool
 ) -> tuple[list[bool], list[dict[str, Any]]]:
@@ -61,7 +56,7 @@ async def _events_through_uvicorn(
         return answers[-1]
 
     monkeypatch.setattr(frames.DirectWriter, "write", spy)
-    port = _free_port()
+    port = free_port()
     config = Config(
         db_url=database_url(str(tmp_path / "frames.db")), port=port, ws_compression=compression
     )

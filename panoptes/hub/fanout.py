@@ -43,12 +43,12 @@ class FeedItem:
     workflow_id: int | None
     type: str
     text: str  # the message as JSON, encoded once for all subscribers
-    data: bytes = b""  # the same, as UTF-8: what a frame holds (routes/frames.py)
+    data: bytes  # the same, as UTF-8: what a frame holds (routes/frames.py)
 
 
-RESYNC = FeedItem(seq=-1, workflow_id=None, type="resync", text="")
+RESYNC = FeedItem(seq=-1, workflow_id=None, type="resync", text="", data=b"")
 # The server is stopping: the subscriber should say goodbye and end.
-SHUTDOWN = FeedItem(seq=-1, workflow_id=None, type="shutdown", text="")
+SHUTDOWN = FeedItem(seq=-1, workflow_id=None, type="shutdown", text="", data=b"")
 
 
 def _item(message: dict[str, Any]) -> FeedItem:

@@ -135,11 +135,12 @@ class _Stream:
         (frames.py), else one ASGI send each."""
         if not events:
             return
-        if writer is None or not writer.write([item.data or item.text.encode() for item in events]):
-            for item in events:
-                await send({"type": "websocket.send", "text": item.text})
-                self.last = item.seq
-        self.last = events[-1].seq
+        if writer is not None and writer.write([item.data for item in events]):
+            self.last = events[-1].seq
+            return
+        for item in events:
+            await send({"type": "websocket.send", "text": item.text})
+            self.last = item.seq
 
 
 async def _serve(workflow_id: int | None) -> None:

@@ -88,7 +88,10 @@ async def test_a_subscriber_sends_what_piled_up_in_a_row_on_one_turn() -> None:
     turns = Turns(per_pass=8)
     subscription = Subscription(None, queue_size=50, turns=turns)
     items = [
-        FeedItem(seq=n, workflow_id=None, type="workflow.updated", text=str(n)) for n in range(12)
+        FeedItem(
+            seq=n, workflow_id=None, type="workflow.updated", text=str(n), data=str(n).encode()
+        )
+        for n in range(12)
     ]
     for item in items:
         subscription.offer(item)
