@@ -236,7 +236,7 @@ async def test_memory_backend_delivers_directly_without_reading() -> None:
     subscription = subscribed(hub, 3)
     message = {"type": "job.updated", "seq": 7, "workflow_id": 3, "job": {"jobid": 1}}
     await hub.publish([message])
-    item = subscription._queue.get_nowait()
+    item = await asyncio.wait_for(subscription.get(), 5)  # on the next pass of the loop
     assert (item.seq, item.type, json.loads(item.text)) == (7, "job.updated", message)
     assert hub.status == {
         "backend": "memory",

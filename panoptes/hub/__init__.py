@@ -1,8 +1,10 @@
-"""Live events to subscribers: the fan-out in this process (fanout.py) and the backends
-that carry "new events committed" notices between processes (backends.py)."""
+"""Live events to subscribers: the fan-out in this process (fanout.py, subscription.py)
+and the backends that carry "new events committed" notices between processes
+(backends.py)."""
 
 from .backends import Backend, MemoryBackend, backend_for
-from .fanout import RESYNC, SHUTDOWN, EventLog, FeedItem, Hub, Subscription
+from .fanout import EventLog, Hub
+from .subscription import RESYNC, SHUTDOWN, FeedItem, FrameWriter, Subscription
 
 __all__ = [
     "RESYNC",
@@ -10,6 +12,7 @@ __all__ = [
     "Backend",
     "EventLog",
     "FeedItem",
+    "FrameWriter",
     "Hub",
     "MemoryBackend",
     "Subscription",

@@ -17,38 +17,40 @@ Where the events come from depends on the backend (backends.py):
   burst costs a query per pass, not per event. A notice is sent only after its commit and
   the pump clears its flag before it reads, so an event that commits during a pass is read
   by the next one. This relies on seqs becoming visible in seq order (store/sql.py).
+
+A subscriber whose connection can take frames at once (`Subscription.write_directly`; the
+feed gives one under uvicorn, routes/frames.py) and that is idle, its queue empty and its
+feed waiting on it, gets its events written by the hub itself: one write for all of a
+batch's events for it, with no task woken and no turn taken. At a thousand subscribers
+that is most of what an event costs (benchmarks/README.md, "Fan-out"). These writes start
+on the pass after the commit, so the acknowledgements go first, and a pass makes at most
+`DIRECT_PER_PASS` of them, so a request that comes meanwhile waits for a few hundred µs at
+most, not for the whole fan-out. Everything else goes through the queue as before: a
+subscriber with something queued or in hand, or whose connection is paused or closing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from ..status import is_workflow_level
 from .backends import BACKOFF_FIRST, BACKOFF_MAX, Backend, MemoryBackend
+from .subscription import FeedItem, Subscription
 from .turns import Turns
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class FeedItem:
-    seq: int
-    workflow_id: int | None
-    type: str
-    text: str  # the message as JSON, encoded once for all subscribers
-    data: bytes  # the same, as UTF-8: what a frame holds (routes/frames.py)
-
-
-RESYNC = FeedItem(seq=-1, workflow_id=None, type="resync", text="", data=b"")
-# The server is stopping: the subscriber should say goodbye and end.
-SHUTDOWN = FeedItem(seq=-1, workflow_id=None, type="shutdown", text="", data=b"")
+# Subscribers the hub writes to in one pass of the event loop; the rest wait for the next
+# passes, in order. A write costs a few µs here (benchmarks/README.md, "Fan-out").
+DIRECT_PER_PASS = 128
 
 
 def _item(message: dict[str, Any]) -> FeedItem:
@@ -63,66 +65,6 @@ class EventLog(Protocol):
 
     async def head(self) -> int: ...
     async def after(self, seq: int, limit: int) -> list[dict[str, Any]]: ...
-
-
-class Subscription:
-    """One subscriber's bounded queue of feed items. It knows nothing of the hub: the hub's
-    `subscribe` context adds it and takes it away again."""
-
-    def __init__(
-        self, workflow_id: int | None, queue_size: int, turns: Turns | None = None
-    ) -> None:
-        self.workflow_id = workflow_id
-        self._queue: asyncio.Queue[FeedItem] = asyncio.Queue(queue_size)
-        self._turns = turns or Turns()
-        self.lagged = 0
-
-    def offer(self, item: FeedItem) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.lagged += 1
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queue.put_nowait(RESYNC)
-
-    def end(self) -> None:
-        """Tell the subscriber to finish, ahead of anything it has not taken yet."""
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(SHUTDOWN)
-
-    async def get(self) -> FeedItem:
-        return await self._queue.get()
-
-    async def next_few(self, timeout: float, most: int) -> list[FeedItem]:  # noqa: ASYNC109
-        """Up to `most` items, as many as are queued once the first has come, on one turn
-        for all of them (turns.py); [] if nothing came within `timeout` seconds. A busy feed
-        sends what piled up in a row instead of waking once for every item."""
-        if self._queue.empty():
-            try:
-                async with asyncio.timeout(timeout):  # no task per wait, as wait_for makes
-                    first = await self._queue.get()
-            except TimeoutError:
-                return []
-        else:
-            first = self._queue.get_nowait()
-        items = [first]
-        while len(items) < most and not self._queue.empty():
-            items.append(self._queue.get_nowait())
-        await self._turns.take(len(items))
-        return items
-
-    async def take_turn(self) -> None:
-        """Wait for a turn to send something not from the queue (a replay)."""
-        await self._turns.take()
-
-    def __aiter__(self) -> AsyncIterator[FeedItem]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[FeedItem]:
-        while True:
-            yield await self._queue.get()
 
 
 class Hub:
@@ -157,6 +99,9 @@ class Hub:
         self._noticed: int | None = 0
         self._committed = 0  # the last seq this process's writer committed
         self._announced = 0  # ... and told the other processes about
+        # Each subscriber's share of the committed batches, in order, to be delivered.
+        self._shares: deque[tuple[Subscription, list[FeedItem]]] = deque()
+        self._delivering = False  # a pass of `_deliver` is due
         self._pump_wanted = asyncio.Event()
         self._announce_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -178,6 +123,7 @@ class Hub:
             with suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._shares.clear()
         if self._committed > self._announced:  # the writer's last commits, on the way out
             try:
                 await asyncio.wait_for(self.backend.announce(self._committed), 2.0)
@@ -329,15 +275,35 @@ class Hub:
                 delay = self.retry_first
 
     def _fan_out(self, messages: list[dict[str, Any]]) -> None:
-        """Offer each message to whoever subscribed to it, encoded once, and only if anyone
-        did: most job events of a busy server have no subscriber at all."""
+        """Give each message to whoever subscribed to it, encoded once, and only if anyone
+        did: most job events of a busy server have no subscriber at all. Each subscriber
+        gets its share of the batch at once, from the next passes of the loop."""
+        shares: dict[Subscription, list[FeedItem]] = {}
         for message in messages:
             everyone = self._everything if is_workflow_level(message["type"]) else ()
             group = self._by_workflow.get(message.get("workflow_id") or -1, ())
             if everyone or group:
                 item = _item(message)
                 for subscription in everyone:
-                    subscription.offer(item)
+                    shares.setdefault(subscription, []).append(item)
                 for subscription in group:
-                    subscription.offer(item)
+                    shares.setdefault(subscription, []).append(item)
         self.delivered_seq = messages[-1]["seq"]
+        if shares:
+            self._shares.extend(shares.items())
+            self._deliver_soon()
+
+    def _deliver_soon(self) -> None:
+        if not self._delivering:
+            self._delivering = True
+            asyncio.get_running_loop().call_soon(self._deliver)
+
+    def _deliver(self) -> None:
+        """One pass's worth of the shares waiting, oldest first."""
+        self._delivering = False
+        shares = self._shares
+        for _ in range(min(DIRECT_PER_PASS, len(shares))):
+            subscription, items = shares.popleft()
+            subscription.deliver(items)
+        if shares:
+            self._deliver_soon()

@@ -85,23 +85,24 @@ ServerSend = Callable[[dict[str, str]], Awaitable[None]]
 
 
 class _Stream:
-    """One connection's position in the event sequence."""
+    """One connection's position in the event sequence (its subscription's `last`)."""
 
     def __init__(self, subscription: Subscription, last: int) -> None:
         self.subscription = subscription
-        self.last = last
+        subscription.last = last
 
     async def replay(self) -> None:
         running = service()
+        subscription = self.subscription
         while True:
             async with running.sessions() as session:
                 missed = await queries.events_since(
-                    session, self.last, self.subscription.workflow_id
+                    session, subscription.last, subscription.workflow_id
                 )
             for message in missed:
-                await self.subscription.take_turn()  # a replay waits its turns too
+                await subscription.take_turn()  # a replay waits its turns too
                 await websocket.send(orjson.dumps(message).decode())
-                self.last = message["seq"]
+                subscription.last = message["seq"]
             if len(missed) < 1000:
                 return
 
@@ -109,6 +110,8 @@ class _Stream:
         subscription = self.subscription
         send: ServerSend = websocket.scope[SERVER_SEND]  # type: ignore[literal-required]
         writer = direct_writer(send)
+        if writer is not None:
+            subscription.write_directly(writer)  # the hub writes while this waits
         while True:
             items = await subscription.next_few(ping_seconds, SENDS_IN_A_ROW)
             if not items:
@@ -124,7 +127,7 @@ class _Stream:
                         return
                     await _send({"type": "resync"})
                     await self.replay()
-                elif item.seq > self.last and (not events or item.seq > events[-1].seq):
+                elif item.seq > subscription.last and (not events or item.seq > events[-1].seq):
                     events.append(item)
             await self._send_events(events, send, writer)
 
@@ -135,12 +138,13 @@ class _Stream:
         (frames.py), else one ASGI send each."""
         if not events:
             return
+        subscription = self.subscription
         if writer is not None and writer.write([item.data for item in events]):
-            self.last = events[-1].seq
+            subscription.last = events[-1].seq
             return
         for item in events:
             await send({"type": "websocket.send", "text": item.text})
-            self.last = item.seq
+            subscription.last = item.seq
 
 
 async def _serve(workflow_id: int | None) -> None:
