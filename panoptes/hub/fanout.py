@@ -99,8 +99,11 @@ class Hub:
         self._noticed: int | None = 0
         self._committed = 0  # the last seq this process's writer committed
         self._announced = 0  # ... and told the other processes about
-        # Each subscriber's share of the committed batches, in order, to be delivered.
-        self._shares: deque[tuple[Subscription, list[FeedItem]]] = deque()
+        # Each subscriber's share of the committed batches not yet delivered, in seq order,
+        # and the subscribers in the order their shares came: a subscriber still waiting when
+        # another batch comes gets both in one write.
+        self._shares: dict[Subscription, list[FeedItem]] = {}
+        self._in_line: deque[Subscription] = deque()
         self._delivering = False  # a pass of `_deliver` is due
         self._pump_wanted = asyncio.Event()
         self._announce_wanted = asyncio.Event()
@@ -124,6 +127,7 @@ class Hub:
                 await task
         self._tasks = []
         self._shares.clear()
+        self._in_line.clear()
         if self._committed > self._announced:  # the writer's last commits, on the way out
             try:
                 await asyncio.wait_for(self.backend.announce(self._committed), 2.0)
@@ -277,20 +281,24 @@ class Hub:
     def _fan_out(self, messages: list[dict[str, Any]]) -> None:
         """Give each message to whoever subscribed to it, encoded once, and only if anyone
         did: most job events of a busy server have no subscriber at all. Each subscriber
-        gets its share of the batch at once, from the next passes of the loop."""
-        shares: dict[Subscription, list[FeedItem]] = {}
+        gets its share at once, from the next passes of the loop: its share of this batch
+        and of any before it still waiting."""
+        shares = self._shares
+        in_line = self._in_line
         for message in messages:
             everyone = self._everything if is_workflow_level(message["type"]) else ()
             group = self._by_workflow.get(message.get("workflow_id") or -1, ())
             if everyone or group:
                 item = _item(message)
-                for subscription in everyone:
-                    shares.setdefault(subscription, []).append(item)
-                for subscription in group:
-                    shares.setdefault(subscription, []).append(item)
+                for subscription in (*everyone, *group):
+                    share = shares.get(subscription)
+                    if share is None:
+                        shares[subscription] = [item]
+                        in_line.append(subscription)
+                    else:
+                        share.append(item)
         self.delivered_seq = messages[-1]["seq"]
-        if shares:
-            self._shares.extend(shares.items())
+        if in_line:
             self._deliver_soon()
 
     def _deliver_soon(self) -> None:
@@ -301,9 +309,9 @@ class Hub:
     def _deliver(self) -> None:
         """One pass's worth of the shares waiting, oldest first."""
         self._delivering = False
-        shares = self._shares
-        for _ in range(min(DIRECT_PER_PASS, len(shares))):
-            subscription, items = shares.popleft()
-            subscription.deliver(items)
-        if shares:
+        shares, in_line = self._shares, self._in_line
+        for _ in range(min(DIRECT_PER_PASS, len(in_line))):
+            subscription = in_line.popleft()
+            subscription.deliver(shares.pop(subscription))
+        if in_line:
             self._deliver_soon()

@@ -140,3 +140,16 @@ async def test_a_wait_that_direct_writes_went_past_is_not_taken_for_silence() ->
         await asyncio.sleep(0.35)  # past the first timeout, inside the second
         assert connection.writes == [[_data(1)]] and not feed.done()
         assert await asyncio.wait_for(feed, 2) == []  # then a quiet timeout: a ping is due
+
+
+async def test_batches_that_come_before_a_subscriber_is_written_to_go_in_one_write() -> None:
+    hub = Hub(MemoryBackend())
+    connection = Connection()
+    with hub.subscribe(None) as subscription:
+        subscription.write_directly(connection)
+        feed = await waiting(subscription)
+        await hub.publish([message(1)])
+        await hub.publish([message(2), message(3)])  # before the pass that delivers 1
+        await passes()
+        assert connection.writes == [[_data(1), _data(2), _data(3)]]
+        feed.cancel()
