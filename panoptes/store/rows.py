@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import JSON, Boolean
@@ -29,6 +30,7 @@ from ..models import JOB_COLUMNS, JOBS, JobRow, UTCDateTime
 Encoder = Callable[[Any], Any]
 
 
+@lru_cache(maxsize=8192)  # a job's times are written again with each of its updates
 def _sqlite_time(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -114,6 +116,9 @@ class Driver:
             else _same
             for name in JOB_COLUMNS
         )
+        # Only the columns that need it go through a codec: most are as they are.
+        self._job_in_coded = [(at, f) for at, f in enumerate(self._job_in) if f is not _same]
+        self._job_out_coded = [(at, f) for at, f in enumerate(self._job_out) if f is not _same]
 
     def sql(self, text: str) -> str:
         """`text` with this database's placeholders (written with ? here)."""
@@ -149,17 +154,16 @@ class Driver:
     # ---- jobs
 
     def job_values(self, job: JobRow) -> tuple[Any, ...]:
-        return tuple(
-            encode(getattr(job, name))
-            for encode, name in zip(self._job_in, JOB_COLUMNS, strict=True)
-        )
+        values = list(_job_columns(job))
+        for at, encode in self._job_in_coded:
+            values[at] = encode(values[at])
+        return tuple(values)
 
     def job_row(self, row: Sequence[Any]) -> JobRow:
-        values = {
-            name: decode(value)
-            for name, decode, value in zip(JOB_COLUMNS, self._job_out, row, strict=True)
-        }
-        return JobRow(values, new=False)
+        values = list(row)
+        for at, decode in self._job_out_coded:
+            values[at] = decode(values[at])
+        return JobRow(dict(zip(JOB_COLUMNS, values, strict=True)), new=False)
 
     def jobs(self, workflow_id: int, jobids: Sequence[int]) -> list[JobRow]:
         """These jobs of a workflow, those that exist."""
@@ -229,6 +233,7 @@ class Driver:
 KEYS_PER_QUERY = 500
 
 _COLUMNS = ", ".join(JOB_COLUMNS)
+_job_columns = attrgetter(*JOB_COLUMNS)
 _INSERT_JOB = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' for _ in JOB_COLUMNS)})"
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{name} = ?' for name in JOB_COLUMNS[1:])} WHERE id = ?"
 _INSERT_EVENT = (

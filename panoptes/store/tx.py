@@ -258,9 +258,12 @@ def announce(
         add(kind, wf.id, {"workflow": workflow_view(wf)})
     for job in changes.jobs.values():
         add(K.JOB_UPDATED, job.workflow_id, {"job": job_view(job)})
+    plans: dict[int, dict[str, Any] | None] = {}  # by workflow id
     for key in sorted(rules, key=lambda key: (key[0], key[1] or "")):
-        owner = session.get(Workflow, key[0])  # in the session already: no query
-        plan = owner.plan if owner is not None else None
+        if key[0] not in plans:
+            owner = session.get(Workflow, key[0])  # in the session already: no query
+            plans[key[0]] = owner.plan if owner is not None else None
+        plan = plans[key[0]]
         counts[key]["planned"] = plan.get(key[1] or "") if plan is not None else None
         add(K.RULE_UPDATED, key[0], {"rule": counts[key]})
     seqs = insert_events(session, rows)
