@@ -54,20 +54,19 @@ class Subscription:
         """From now on, events that find this subscriber idle go straight to `writer`."""
         self._writer = writer
 
-    def deliver(self, items: list[FeedItem]) -> bool:
+    def deliver(self, items: list[FeedItem]) -> None:
         """Write `items` (in seq order) directly if this subscriber is idle and its
-        connection takes them; else queue them. True if they were written."""
+        connection takes them; else queue them."""
         if self._idle and self._writer is not None:
             fresh = [item for item in items if item.seq > self.last]
             if not fresh:
-                return True
+                return
             if self._writer.write([item.data for item in fresh]):
                 self.last = fresh[-1].seq
                 self._written += 1
-                return True
+                return
         for item in items:
             self.offer(item)
-        return False
 
     def offer(self, item: FeedItem) -> None:
         self._idle = False  # what comes after this must wait behind it

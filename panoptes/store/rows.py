@@ -64,10 +64,6 @@ def _json_out(value: Any) -> Any:
     return json_loads(value) if isinstance(value, str | bytes) else value
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
 def _kinds() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     times, jsons, flags = [], [], []
     for column in JOBS.columns:
@@ -98,27 +94,19 @@ class Driver:
         self._error: type[Exception] = self.connection.dialect.loaded_dbapi.Error
         time_in: Encoder = _sqlite_time if self.sqlite else _pg_time
         self.time_in = time_in
-        self._job_in = tuple(
-            time_in
-            if name in _TIMES
-            else (_json_or_null if name in _NULLABLE_JSON else _json)
-            if name in _JSONS
-            else _same
-            for name in JOB_COLUMNS
-        )
-        self._job_out = tuple(
-            _time_out
-            if name in _TIMES
-            else _json_out
-            if name in _JSONS
-            else bool
-            if name in _FLAGS
-            else _same
-            for name in JOB_COLUMNS
-        )
-        # Only the columns that need it go through a codec: most are as they are.
-        self._job_in_coded = [(at, f) for at, f in enumerate(self._job_in) if f is not _same]
-        self._job_out_coded = [(at, f) for at, f in enumerate(self._job_out) if f is not _same]
+        # Each column's codec, by its place in JOB_COLUMNS; only the columns that need one
+        # are listed: most are stored as they are.
+        self._job_in: list[tuple[int, Encoder]] = []
+        self._job_out: list[tuple[int, Encoder]] = []
+        for at, name in enumerate(JOB_COLUMNS):
+            if name in _TIMES:
+                self._job_in.append((at, time_in))
+                self._job_out.append((at, _time_out))
+            elif name in _JSONS:
+                self._job_in.append((at, _json_or_null if name in _NULLABLE_JSON else _json))
+                self._job_out.append((at, _json_out))
+            elif name in _FLAGS:
+                self._job_out.append((at, bool))
 
     def sql(self, text: str) -> str:
         """`text` with this database's placeholders (written with ? here)."""
@@ -155,13 +143,13 @@ class Driver:
 
     def job_values(self, job: JobRow) -> tuple[Any, ...]:
         values = list(_job_columns(job))
-        for at, encode in self._job_in_coded:
+        for at, encode in self._job_in:
             values[at] = encode(values[at])
         return tuple(values)
 
     def job_row(self, row: Sequence[Any]) -> JobRow:
         values = list(row)
-        for at, decode in self._job_out_coded:
+        for at, decode in self._job_out:
             values[at] = decode(values[at])
         return JobRow(dict(zip(JOB_COLUMNS, values, strict=True)), new=False)
 
