@@ -14,7 +14,6 @@ from ...ingest.wire import MAX_JOBS_PER_MESSAGE, MAX_NAME_CHARS
 from ...models import MAX_INT
 from ...status import JobStatus, WorkflowStatus
 from .common import (
-    A_NAME,
     CONFLICT,
     CROSS_SITE,
     DIGITS,
@@ -33,6 +32,7 @@ from .common import (
     _reads,
     _statuses,
     _workflow_id,
+    a_name,
 )
 from .notifications import notification_paths, notification_schemas
 from .schemas import COUNT, RUN_FIELDS, TEXT, Schema, obj, ref, schemas
@@ -48,7 +48,7 @@ def _workflow_paths() -> dict[str, Schema]:
                 "type": "string",
                 "minLength": 1,
                 "maxLength": MAX_NAME_CHARS,
-                "pattern": A_NAME,
+                "pattern": a_name(),
             }
         },
     }

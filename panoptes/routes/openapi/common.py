@@ -3,6 +3,9 @@ parameters, and the shapes of reading and changing operations."""
 
 from __future__ import annotations
 
+import sys
+from functools import cache
+
 from ...models import MAX_BIGINT
 from .schemas import Schema, ref
 
@@ -29,8 +32,31 @@ MEDIA_TYPE = _error("the body is neither JSON nor a form")
 # What the server refuses in text it compares or stores as a key (PostgreSQL cannot hold a
 # NUL): the document says so, so that what it allows is what the server takes.
 NO_NUL = r"^[^\u0000]*$"
-# A name: no NUL, and something besides white space (it is stripped).
-A_NAME = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+
+
+@cache
+def a_name() -> str:
+    """The pattern of a name: no NUL, and something besides white space as the server
+    strips it."""
+    return rf"^[^\u0000]*[^{_spaces()}\u0000][^\u0000]*$"
+
+
+def _spaces() -> str:
+    """What str.strip() takes off, as a regex character class's content. Spelled out: the
+    document's \\s is ECMA-262's, which leaves out characters Python strips (U+0085, U+001C
+    to U+001F) and has one Python keeps (U+FEFF)."""
+    spaces = [code for code in range(sys.maxunicode + 1) if chr(code).isspace()]
+    ranges: list[list[int]] = []
+    for code in spaces:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(
+        f"\\u{first:04x}" + (f"-\\u{last:04x}" if last > first else "") for first, last in ranges
+    )
+
+
 DIGITS = r"^[0-9]+$"
 
 
