@@ -112,7 +112,7 @@ def silent_since(cutoff: datetime) -> ColumnElement[bool]:
     return and_(Workflow.status == WorkflowStatus.RUNNING, Workflow.updated_at < cutoff)
 
 
-def is_silent(wf: Workflow, stale_before: datetime | None) -> bool:
+def is_silent(wf: Workflow | WorkflowRow, stale_before: datetime | None) -> bool:
     """silent_since in Python, for one workflow (None: the check is off)."""
     return (
         stale_before is not None
@@ -189,18 +189,49 @@ class Event(Base):
 
 JOBS = Job.metadata.tables[Job.__tablename__]
 JOB_COLUMNS: tuple[str, ...] = tuple(column.name for column in JOBS.columns)
+WORKFLOWS = Workflow.metadata.tables[Workflow.__tablename__]
+WORKFLOW_COLUMNS: tuple[str, ...] = tuple(column.name for column in WORKFLOWS.columns)
 
 
-class JobRow:
-    """A job's values as the writer's batch holds them: a plain object, not an ORM instance.
+class Row:
+    """A row's values as the writer's batch holds them: a plain object, not an ORM instance.
 
-    Most of what a batch writes is jobs, and SQLAlchemy's unit of work (tracking each
-    attribute, then sorting and grouping the flush) cost more than the state machine that
-    changes them. The writer loads these with plain SELECTs and writes them with one
-    INSERT and one UPDATE statement per flush (writer.py). Any attribute set marks the row
-    changed; a changed row is written whole."""
+    Every message changes a workflow and a job, and SQLAlchemy's unit of work (tracking each
+    attribute, then sorting and grouping the flush; loading through the ORM) cost more than
+    the state machine that changes them. The writer loads these with plain SELECTs and
+    writes them with one INSERT and one UPDATE statement per table and flush
+    (store/rows.py). Any attribute set marks the row changed; a changed row is written
+    whole."""
 
-    __slots__ = (*JOB_COLUMNS, "new", "changed")
+    __slots__ = ("changed", "new")
+    COLUMNS: ClassVar[tuple[str, ...]] = ()
+
+    new: bool
+    changed: bool
+
+    def __init__(self, values: Any, *, new: bool) -> None:
+        for name in self.COLUMNS:
+            object.__setattr__(self, name, values.get(name))
+        object.__setattr__(self, "new", new)
+        object.__setattr__(self, "changed", new)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "changed", True)
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.COLUMNS}
+
+    def written(self) -> None:
+        object.__setattr__(self, "new", False)
+        object.__setattr__(self, "changed", False)
+
+
+class JobRow(Row):
+    """A job of the writer's batch (Row)."""
+
+    __slots__ = JOB_COLUMNS
+    COLUMNS = JOB_COLUMNS
 
     id: int | None
     workflow_id: int
@@ -226,25 +257,54 @@ class JobRow:
     logs: list[Any] | None
     exit_code: int | None
     benchmark: dict[str, Any] | None
-    new: bool
-    changed: bool
 
-    def __init__(self, values: Any, *, new: bool) -> None:
-        for name in JOB_COLUMNS:
-            object.__setattr__(self, name, values.get(name))
-        object.__setattr__(self, "new", new)
-        object.__setattr__(self, "changed", new)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-        object.__setattr__(self, "changed", True)
+class WorkflowRow(Row):
+    """A workflow of the writer's batch (Row); made with `created` for a new run."""
 
-    def values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in JOB_COLUMNS}
+    __slots__ = WORKFLOW_COLUMNS
+    COLUMNS = WORKFLOW_COLUMNS
 
-    def written(self) -> None:
-        object.__setattr__(self, "new", False)
-        object.__setattr__(self, "changed", False)
+    id: int
+    name: str
+    status: str
+    jobs_done: int
+    jobs_total: int
+    jobs_failed: int
+    plan: dict[str, Any] | None
+    rules_seen: list[Any] | None
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    command: str | None
+    workdir: str | None
+    snakefile: str | None
+    host: str | None
+    user: str | None
+    snakemake_version: str | None
+    client: str | None
+    rulegraph: dict[str, Any] | None
+    dry_run: bool
+    last_job_info: int | None
+    last_digest: str | None
+    last_error: str | None
+
+    @classmethod
+    def created(cls, name: str) -> WorkflowRow:
+        """A new workflow with the columns' defaults (it gets its id when inserted)."""
+        now = utcnow()
+        values = {
+            "name": name,
+            "status": WorkflowStatus.RUNNING.value,
+            "jobs_done": 0,
+            "jobs_total": 0,
+            "jobs_failed": 0,
+            "started_at": now,
+            "updated_at": now,
+            "dry_run": False,
+        }
+        return cls(values, new=True)
 
 
 # ---- notifications (issue 14; panoptes/notify/)

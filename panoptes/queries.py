@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Text, and_, func, null, or_, select, type_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .db import json_loads
-from .models import Event, Job, Workflow, is_silent, silent_since
+from .models import Event, Job, Workflow, WorkflowRow, is_silent, silent_since
 from .shapes import (
     count_job,
     event_message,
@@ -52,7 +52,7 @@ def _status_filter(statuses: list[str], stale_before: datetime | None) -> Column
     return or_(*shown)
 
 
-def shown(wf: Workflow, stale_before: datetime | None) -> dict[str, Any]:
+def shown(wf: Workflow | WorkflowRow, stale_before: datetime | None) -> dict[str, Any]:
     """A workflow as reads show it: Stale once silent, recorded yet or not."""
     view = workflow_view(wf)
     if is_silent(wf, stale_before):

@@ -32,7 +32,7 @@ from .ingest import machine, runs
 from .ingest.wire import MAX_NAME_CHARS
 from .metrics import Metrics
 from .migrations import check_schema, upgrade_schema
-from .models import Workflow, is_silent, utcnow
+from .models import WorkflowRow, is_silent, utcnow
 from .notify import Notifier
 from .queries import EventLog
 from .shapes import workflow_view
@@ -129,8 +129,15 @@ class Service:
 
     async def _write(self, operation: Callable[[Session], R]) -> R:
         """The notifier's own short writes: operations of the writer's queue, never part of
-        an ingest operation, so they take the same write turn (notify/queue.py)."""
-        return await self.writer.submit(lambda tx: operation(tx.session))
+        an ingest operation, so they take the same write turn (notify/queue.py). They read
+        through the session what the batch's earlier operations changed: it is written
+        first."""
+
+        def op(tx: Tx) -> R:
+            tx.flush()
+            return operation(tx.session)
+
+        return await self.writer.submit(op)
 
     # ---- ingest
 
@@ -254,20 +261,20 @@ class Service:
 
     # ---- what users change through the API and pages
 
-    def _existing(self, tx: Tx, workflow_id: int) -> Workflow:
+    def _existing(self, tx: Tx, workflow_id: int) -> WorkflowRow:
         wf = tx.workflow(workflow_id)
         if wf is None:
             raise NotFound(f"no workflow with id {workflow_id}")
         return wf
 
-    async def rename(self, workflow_id: int, name: str) -> Workflow:
+    async def rename(self, workflow_id: int, name: str) -> WorkflowRow:
         """Rename; but Snakemake 8 renames its run to the name it registered with right
         after registering, and that call gets the workflow as it is when registering
         already settled the name: cut to MAX_NAME_CHARS, suffixed because a live run had
         it, or both. Never a refusal, which would abort the client's run."""
         asked = name[:MAX_NAME_CHARS]
 
-        def op(tx: Tx) -> Workflow:
+        def op(tx: Tx) -> WorkflowRow:
             wf = self._existing(tx, workflow_id)
             registered_as_asked = wf.name == asked or runs.is_suffixed(wf.name, asked)
             if wf.name == name or (len(name) > MAX_NAME_CHARS and registered_as_asked):
@@ -288,8 +295,8 @@ class Service:
         except IntegrityError:
             raise Conflict(f"another workflow is already named {name!r}") from None
 
-    async def cancel(self, workflow_id: int) -> Workflow:
-        def op(tx: Tx) -> Workflow:
+    async def cancel(self, workflow_id: int) -> WorkflowRow:
+        def op(tx: Tx) -> WorkflowRow:
             wf = self._existing(tx, workflow_id)
             if wf.status == W.CANCELLED:
                 return wf

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from .models import Event, Job, JobRow, Workflow
+from .models import Event, Job, JobRow, Workflow, WorkflowRow
 from .status import JobStatus
 
 
@@ -20,7 +20,7 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def workflow_view(wf: Workflow) -> dict[str, Any]:
+def workflow_view(wf: Workflow | WorkflowRow) -> dict[str, Any]:
     return {
         "id": wf.id,
         "name": wf.name,
@@ -46,7 +46,7 @@ def workflow_view(wf: Workflow) -> dict[str, Any]:
     }
 
 
-def workflow_label(wf: Workflow) -> str | None:
+def workflow_label(wf: Workflow | WorkflowRow) -> str | None:
     """What the run is, for people, whatever its name: its rules in the order their jobs
     came, and how many jobs it has ("make → align → count → … · 20 jobs")."""
     rules = list(wf.rules_seen or [])

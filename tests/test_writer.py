@@ -23,7 +23,7 @@ from panoptes import ingest
 from panoptes.app import create_app
 from panoptes.config import Config, database_url
 from panoptes.errors import DatabaseUnavailable, InvalidMessage
-from panoptes.models import Event, Workflow
+from panoptes.models import Event
 from panoptes.service import Service
 from panoptes.store import Changes, Tx
 from panoptes.store.writer import MAX_BATCH_WEIGHT
@@ -248,7 +248,7 @@ async def test_a_reset_is_not_hidden_by_a_rename_in_the_same_batch(client: Clien
     await service(app).cancel(old)
 
     def rename(tx: Tx) -> None:
-        wf = tx.session.get(Workflow, old)
+        wf = tx.workflow(old)
         assert wf is not None
         wf.name = "new"
         tx.changed_workflow(wf, "workflow.renamed")

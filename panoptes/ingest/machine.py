@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..errors import UnknownWorkflow
-from ..models import JobRow, Workflow, utcnow
+from ..models import JobRow, WorkflowRow, utcnow
 from ..status import (
     FINISHED,
     EventKind,
@@ -41,16 +41,16 @@ class Store(Protocol):
     """What the machine reads and changes. Rows it is given are its to change; it says
     which it changed, so the store can write and announce them."""
 
-    def workflow(self, workflow_id: int) -> Workflow | None: ...
-    def workflow_named(self, name: str) -> Workflow | None: ...
-    def add_workflow(self, wf: Workflow) -> None: ...
-    def silent_workflows(self, cutoff: datetime) -> list[Workflow]: ...
+    def workflow(self, workflow_id: int) -> WorkflowRow | None: ...
+    def workflow_named(self, name: str) -> WorkflowRow | None: ...
+    def add_workflow(self, wf: WorkflowRow) -> None: ...
+    def silent_workflows(self, cutoff: datetime) -> list[WorkflowRow]: ...
     def job(self, workflow_id: int, jobid: int) -> JobRow | None: ...
     def add_job(self, job: JobRow) -> None: ...
     def jobs_with_status(self, workflow_id: int, status: str) -> list[JobRow]: ...
     def job_counts(self, workflow_id: int) -> dict[str, int]: ...
     def delete_jobs(self, workflow_id: int) -> None: ...
-    def changed_workflow(self, wf: Workflow, kind: EventKind = K.WORKFLOW_UPDATED) -> None: ...
+    def changed_workflow(self, wf: WorkflowRow, kind: EventKind = K.WORKFLOW_UPDATED) -> None: ...
     def changed_job(self, job: JobRow) -> None: ...
     def changed_rules(self, workflow_id: int, rules: list[str]) -> None: ...
     def refused(self, machine: str, current: str, trigger: str) -> None: ...
@@ -59,7 +59,7 @@ class Store(Protocol):
 # --------------------------------------------------------------------------- moves
 
 
-def move(store: Store, wf: Workflow, trigger: Trigger, at: datetime) -> bool:
+def move(store: Store, wf: WorkflowRow, trigger: Trigger, at: datetime) -> bool:
     """Move the workflow as the table says; whether its status changed."""
     target = workflow_move(wf.status, trigger)
     if target is None:
@@ -73,12 +73,12 @@ def move(store: Store, wf: Workflow, trigger: Trigger, at: datetime) -> bool:
     return True
 
 
-def can(wf: Workflow, trigger: Trigger) -> bool:
+def can(wf: WorkflowRow, trigger: Trigger) -> bool:
     """Whether the table allows `trigger` for the workflow now."""
     return workflow_move(wf.status, trigger) is not None
 
 
-def _move_job(store: Store, wf: Workflow, job: JobRow, trigger: JobTrigger) -> str | None:
+def _move_job(store: Store, wf: WorkflowRow, job: JobRow, trigger: JobTrigger) -> str | None:
     """Move the job as the table says; its status before, or None if the move is refused
     or changes nothing. Keeps the workflow's count of failed jobs (latest attempt failed)."""
     before = job.status
@@ -117,14 +117,14 @@ def apply_message(store: Store, message: Message) -> bool:
     return True
 
 
-def _add_error(store: Store, wf: Workflow, text: str) -> None:
+def _add_error(store: Store, wf: WorkflowRow, text: str) -> None:
     # Once, though the run's own error may come twice (its `error`, then workflow_error).
     if text and text not in (wf.error or "").split("\n\n"):
         wf.error = "\n\n".join(filter(None, [wf.error, text]))[:MAX_ERROR_CHARS]
         store.changed_workflow(wf)
 
 
-def _finish_successfully(store: Store, wf: Workflow, at: datetime) -> None:
+def _finish_successfully(store: Store, wf: WorkflowRow, at: datetime) -> None:
     if wf.status not in (W.RUNNING, W.STALE):
         return
     # The run succeeded, so every job it started finished, even where the client did not
@@ -145,7 +145,7 @@ def _finish_successfully(store: Store, wf: Workflow, at: datetime) -> None:
 
 
 def _job(
-    store: Store, wf: Workflow, jobid: int, at: datetime, *, starts: bool = True
+    store: Store, wf: WorkflowRow, jobid: int, at: datetime, *, starts: bool = True
 ) -> tuple[JobRow, bool]:
     """The job, created if unseen: Running if `starts` (and the run is not a dry run), else
     Waiting. The bool says whether it is new."""
@@ -183,7 +183,7 @@ def _attempt_record(number: int, at: datetime) -> dict[str, Any]:
 
 
 def _end_job(
-    store: Store, wf: Workflow, job: JobRow, trigger: JobTrigger, at: datetime, error: str | None
+    store: Store, wf: WorkflowRow, job: JobRow, trigger: JobTrigger, at: datetime, error: str | None
 ) -> bool:
     """The job's attempt ended (finished or failed): whether the job moved."""
     if _move_job(store, wf, job, trigger) is None:
@@ -200,7 +200,7 @@ def _end_job(
     return True
 
 
-def _start_job(store: Store, wf: Workflow, jobid: int, at: datetime) -> JobRow:
+def _start_job(store: Store, wf: WorkflowRow, jobid: int, at: datetime) -> JobRow:
     """The job is running: new, waiting, or a retry of a failed attempt."""
     job, new = _job(store, wf, jobid, at)
     if new and not wf.dry_run:
@@ -216,7 +216,7 @@ def _start_job(store: Store, wf: Workflow, jobid: int, at: datetime) -> JobRow:
     return job
 
 
-def _retry(store: Store, wf: Workflow, job: JobRow, before: str, at: datetime) -> None:
+def _retry(store: Store, wf: WorkflowRow, job: JobRow, before: str, at: datetime) -> None:
     job.attempt += 1
     job.started_at = at
     job.finished_at = None
@@ -234,12 +234,12 @@ def _retry(store: Store, wf: Workflow, job: JobRow, before: str, at: datetime) -
 # --------------------------------------------------------------------------- handlers
 
 
-def on_job_started(store: Store, wf: Workflow, message: Message) -> None:
+def on_job_started(store: Store, wf: WorkflowRow, message: Message) -> None:
     for jobid in wire.started_jobs(message.body):
         _start_job(store, wf, jobid, message.at)
 
 
-def on_job_info(store: Store, wf: Workflow, message: Message) -> None:
+def on_job_info(store: Store, wf: WorkflowRow, message: Message) -> None:
     body, at = message.body, message.at
     jobid = int(body["jobid"])
     if message.stamped:
@@ -258,7 +258,7 @@ def on_job_info(store: Store, wf: Workflow, message: Message) -> None:
 MAX_RULES_SEEN = 20
 
 
-def _seen_rule(wf: Workflow, rule: str | None) -> None:
+def _seen_rule(wf: WorkflowRow, rule: str | None) -> None:
     """Note a rule for the run's label. Not announced by itself: the label travels with the
     workflow's next event (a progress follows every finished job), so a batch's events stay
     one per job and rule."""
@@ -267,7 +267,7 @@ def _seen_rule(wf: Workflow, rule: str | None) -> None:
         wf.rules_seen = [*seen, rule]  # a new list, so the JSON column sees the change
 
 
-def on_job_finished(store: Store, wf: Workflow, message: Message) -> None:
+def on_job_finished(store: Store, wf: WorkflowRow, message: Message) -> None:
     job, _ = _job(store, wf, int(message.body["jobid"]), message.at)
     _end_job(store, wf, job, JobTrigger.FINISHED, message.at, None)
     measured = facts.benchmark(message.body.get("benchmark"))
@@ -276,7 +276,7 @@ def on_job_finished(store: Store, wf: Workflow, message: Message) -> None:
         store.changed_job(job)
 
 
-def on_job_error(store: Store, wf: Workflow, message: Message) -> None:
+def on_job_error(store: Store, wf: WorkflowRow, message: Message) -> None:
     """A job failed. The run goes on (--keep-going, --retries) until its own end says
     otherwise (on_error), so the workflow stays where it is and counts the failure."""
     body = message.body
@@ -293,7 +293,7 @@ def on_job_error(store: Store, wf: Workflow, message: Message) -> None:
         job.logs = facts.log_tails(body.get("logs"))
 
 
-def _ends_the_run(store: Store, wf: Workflow, text: str) -> bool:
+def _ends_the_run(store: Store, wf: WorkflowRow, text: str) -> bool:
     if wire.says_the_run_failed(text):
         return True
     if wire.names_a_job_failure(text):
@@ -303,7 +303,7 @@ def _ends_the_run(store: Store, wf: Workflow, text: str) -> bool:
     return not store.job_counts(wf.id).get(J.RUNNING)
 
 
-def on_error(store: Store, wf: Workflow, message: Message) -> None:
+def on_error(store: Store, wf: WorkflowRow, message: Message) -> None:
     body = message.body
     parts = [str(body.get("msg") or body.get("exception") or "error")]
     for key in ("rule", "location"):
@@ -318,7 +318,7 @@ def on_error(store: Store, wf: Workflow, message: Message) -> None:
         move(store, wf, Trigger.FAILED, message.at)
 
 
-def on_progress(store: Store, wf: Workflow, message: Message) -> None:
+def on_progress(store: Store, wf: WorkflowRow, message: Message) -> None:
     if wf.status == W.DONE:
         return  # counts were reconciled when it finished
     done, total = int(message.body["done"]), int(message.body["total"])
@@ -329,7 +329,7 @@ def on_progress(store: Store, wf: Workflow, message: Message) -> None:
         move(store, wf, Trigger.ALL_DONE, message.at)
 
 
-def on_run_info(store: Store, wf: Workflow, message: Message) -> None:
+def on_run_info(store: Store, wf: WorkflowRow, message: Message) -> None:
     """The plan: jobs per rule and in all, from plugin 1.0.0's `stats`, else from the
     "Job stats" table Snakemake 7/8 send."""
     plan = facts.planned(message.body.get("stats")) or wire.parse_job_stats(message.body.get("msg"))
@@ -346,7 +346,7 @@ def on_run_info(store: Store, wf: Workflow, message: Message) -> None:
         store.changed_rules(wf.id, list(rules))
 
 
-def on_shellcmd(store: Store, wf: Workflow, message: Message) -> None:
+def on_shellcmd(store: Store, wf: WorkflowRow, message: Message) -> None:
     command = message.body.get("msg")
     if not isinstance(command, str) or not command:
         return
@@ -362,7 +362,7 @@ def on_shellcmd(store: Store, wf: Workflow, message: Message) -> None:
         store.changed_job(job)
 
 
-def on_info(store: Store, wf: Workflow, message: Message) -> None:
+def on_info(store: Store, wf: WorkflowRow, message: Message) -> None:
     text = message.body.get("msg")
     if not isinstance(text, str):
         return
@@ -382,25 +382,25 @@ def on_info(store: Store, wf: Workflow, message: Message) -> None:
         _finish_successfully(store, wf, message.at)
 
 
-def on_workflow_success(store: Store, wf: Workflow, message: Message) -> None:
+def on_workflow_success(store: Store, wf: WorkflowRow, message: Message) -> None:
     _finish_successfully(store, wf, message.at)
 
 
-def on_workflow_error(store: Store, wf: Workflow, message: Message) -> None:
+def on_workflow_error(store: Store, wf: WorkflowRow, message: Message) -> None:
     """Plugin 1.0.0's end of a failed run, with the run's last error."""
     text = message.body.get("msg")
     _add_error(store, wf, text if isinstance(text, str) and text else "the run failed")
     move(store, wf, Trigger.FAILED, message.at)
 
 
-def on_rulegraph(store: Store, wf: Workflow, message: Message) -> None:
+def on_rulegraph(store: Store, wf: WorkflowRow, message: Message) -> None:
     if "rules" not in message.body and "edges" not in message.body:
         return  # not plugin 1.0.0's graph (docs/wire.md)
     wf.rulegraph = facts.rulegraph(message.body)
     store.changed_workflow(wf)
 
 
-Handler = Callable[[Store, Workflow, Message], None]
+Handler = Callable[[Store, WorkflowRow, Message], None]
 
 HANDLERS: dict[str, Handler] = {
     Level.JOB_STARTED: on_job_started,

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import PurePath
 
-from ..models import Workflow, utcnow
+from ..models import WorkflowRow, utcnow
 from ..status import EventKind, Trigger, WorkflowStatus
 from .machine import Store, move
 from .wire import MAX_NAME_CHARS, Registration
@@ -27,7 +27,7 @@ def sweep_stale(store: Store, stale_hours: float, now: datetime | None = None) -
     return count
 
 
-def register_workflow(store: Store, request: Registration, stale_hours: float) -> Workflow:
+def register_workflow(store: Store, request: Registration, stale_hours: float) -> WorkflowRow:
     """GET /create_workflow: a new run, or the reuse of a finished one with the same name
     (or, given no name, with the id the client asked for: --wms-monitor-arg id=N)."""
     now = utcnow()
@@ -45,7 +45,7 @@ def register_workflow(store: Store, request: Registration, stale_hours: float) -
         name = suffixed(name)
         existing = None
     if existing is None:
-        wf = Workflow(name=name, status=W.RUNNING)
+        wf = WorkflowRow.created(name)
         _start_over(wf, request, now)
         store.add_workflow(wf)
         store.changed_workflow(wf, K.WORKFLOW_CREATED)
@@ -85,7 +85,7 @@ def is_suffixed(current: str, asked: str) -> bool:
     )
 
 
-def _start_over(wf: Workflow, request: Registration, now: datetime) -> None:
+def _start_over(wf: WorkflowRow, request: Registration, now: datetime) -> None:
     wf.jobs_done = wf.jobs_total = wf.jobs_failed = 0
     wf.plan = None
     wf.rules_seen = None
@@ -106,6 +106,6 @@ def _start_over(wf: Workflow, request: Registration, now: datetime) -> None:
     wf.dry_run = request.dry_run
 
 
-def cancel_workflow(store: Store, wf: Workflow) -> None:
+def cancel_workflow(store: Store, wf: WorkflowRow) -> None:
     if move(store, wf, Trigger.CANCELLED, utcnow()):
         store.changed_workflow(wf, K.WORKFLOW_CANCELLED)

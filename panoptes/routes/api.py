@@ -8,7 +8,7 @@ from quart import Blueprint, Response, request
 
 from .. import __version__, eta, queries
 from ..errors import BadRequest, NotFound
-from ..models import Workflow, utcnow
+from ..models import WorkflowRow, utcnow
 from ..shapes import TRACE_FIELDS, job_view, trace_rows
 from ..status import JobStatus, WorkflowStatus
 from .bodies import body_fields, ids_in_range, int_arg, list_arg, no_nul
@@ -216,7 +216,7 @@ async def rename_workflow(workflow_id: int) -> Response:
     return json_response({"workflow": _changed(await service().rename(workflow_id, name))})
 
 
-def _changed(wf: Workflow) -> dict[str, object]:
+def _changed(wf: WorkflowRow) -> dict[str, object]:
     """A workflow a change left, as reads show it."""
     return queries.shown(wf, service().stale_before())
 

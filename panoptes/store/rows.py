@@ -1,6 +1,8 @@
-"""Job rows and events through the driver: what every message writes, encoded once here.
+"""Workflow and job rows and events through the driver: what every message writes, encoded
+once here.
 
-Every message writes a job row and two or three events, and looks jobs up. Through
+Every message writes a workflow row, a job row and two or three events, and looks rows up.
+Through
 SQLAlchemy's Core each row's values went through its per-row parameter processing
 (bind processors, type coercion, statement caching keys), which cost more than the
 database's own work (benchmarks/README.md, issue 16). Here the statements are plain SQL,
@@ -20,12 +22,12 @@ from functools import lru_cache
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import JSON, Boolean
+from sqlalchemy import JSON, Boolean, Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..db import json_dumps, json_loads
-from ..models import JOB_COLUMNS, JOBS, JobRow, UTCDateTime
+from ..models import JOBS, WORKFLOWS, JobRow, Row, UTCDateTime, WorkflowRow
 
 Encoder = Callable[[Any], Any]
 
@@ -64,24 +66,71 @@ def _json_out(value: Any) -> Any:
     return json_loads(value) if isinstance(value, str | bytes) else value
 
 
-def _kinds() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    times, jsons, flags = [], [], []
-    for column in JOBS.columns:
-        if isinstance(column.type, UTCDateTime):
-            times.append(column.name)
-        elif isinstance(column.type, JSON):
-            jsons.append(column.name)
-        elif isinstance(column.type, Boolean):
-            flags.append(column.name)
-    return tuple(times), tuple(jsons), tuple(flags)
+class Shape:
+    """A table as the driver writes it: its columns, their codecs and its statements."""
+
+    def __init__(self, table: Table, row: type[Row]) -> None:
+        self.row = row
+        self.columns: tuple[str, ...] = row.COLUMNS
+        assert self.columns == tuple(column.name for column in table.columns)
+        self.table = table.name
+        self.get = attrgetter(*self.columns)
+        # Quoted: some are words PostgreSQL reserves ("user").
+        quoted = [f'"{name}"' for name in self.columns]
+        names = ", ".join(quoted)
+        self.select = f"SELECT {names} FROM {table.name}"
+        self.insert = (
+            f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' for _ in quoted)})"
+        )
+        self.update = (
+            f"UPDATE {table.name} SET {', '.join(f'{name} = ?' for name in quoted[1:])}"
+            " WHERE id = ?"
+        )
+        # The places in `columns` of the times, the JSON values (with whether None is SQL
+        # NULL) and the flags: most columns are stored as they are.
+        self.times: list[int] = []
+        self.jsons: list[tuple[int, bool]] = []
+        self.flags: list[int] = []
+        for at, column in enumerate(table.columns):
+            if isinstance(column.type, UTCDateTime):
+                self.times.append(at)
+            elif isinstance(column.type, JSON):
+                self.jsons.append((at, column.type.none_as_null))
+            elif isinstance(column.type, Boolean):
+                self.flags.append(at)
 
 
-_TIMES, _JSONS, _FLAGS = _kinds()
-_NULLABLE_JSON = {
-    column.name
-    for column in JOBS.columns
-    if isinstance(column.type, JSON) and column.type.none_as_null
-}
+JOB_SHAPE = Shape(JOBS, JobRow)
+WORKFLOW_SHAPE = Shape(WORKFLOWS, WorkflowRow)
+
+
+class _Codecs:
+    """A Shape's encoders and decoders on one database, by column place, only for the
+    columns that need one."""
+
+    def __init__(self, shape: Shape, time_in: Encoder) -> None:
+        self.shape = shape
+        self.encode: list[tuple[int, Encoder]] = []
+        self.decode: list[tuple[int, Encoder]] = []
+        for at in shape.times:
+            self.encode.append((at, time_in))
+            self.decode.append((at, _time_out))
+        for at, none_as_null in shape.jsons:
+            self.encode.append((at, _json_or_null if none_as_null else _json))
+            self.decode.append((at, _json_out))
+        self.decode += [(at, bool) for at in shape.flags]
+
+    def values(self, row: Row) -> tuple[Any, ...]:
+        values = list(self.shape.get(row))
+        for at, encode in self.encode:
+            values[at] = encode(values[at])
+        return tuple(values)
+
+    def row(self, found: Sequence[Any]) -> Any:
+        values = list(found)
+        for at, decode in self.decode:
+            values[at] = decode(values[at])
+        return self.shape.row(dict(zip(self.shape.columns, values, strict=True)), new=False)
 
 
 class Driver:
@@ -94,19 +143,8 @@ class Driver:
         self._error: type[Exception] = self.connection.dialect.loaded_dbapi.Error
         time_in: Encoder = _sqlite_time if self.sqlite else _pg_time
         self.time_in = time_in
-        # Each column's codec, by its place in JOB_COLUMNS; only the columns that need one
-        # are listed: most are stored as they are.
-        self._job_in: list[tuple[int, Encoder]] = []
-        self._job_out: list[tuple[int, Encoder]] = []
-        for at, name in enumerate(JOB_COLUMNS):
-            if name in _TIMES:
-                self._job_in.append((at, time_in))
-                self._job_out.append((at, _time_out))
-            elif name in _JSONS:
-                self._job_in.append((at, _json_or_null if name in _NULLABLE_JSON else _json))
-                self._job_out.append((at, _json_out))
-            elif name in _FLAGS:
-                self._job_out.append((at, bool))
+        self._jobs = _Codecs(JOB_SHAPE, time_in)
+        self._workflows = _Codecs(WORKFLOW_SHAPE, time_in)
 
     def sql(self, text: str) -> str:
         """`text` with this database's placeholders (written with ? here)."""
@@ -142,16 +180,11 @@ class Driver:
     # ---- jobs
 
     def job_values(self, job: JobRow) -> tuple[Any, ...]:
-        values = list(_job_columns(job))
-        for at, encode in self._job_in:
-            values[at] = encode(values[at])
-        return tuple(values)
+        return self._jobs.values(job)
 
     def job_row(self, row: Sequence[Any]) -> JobRow:
-        values = list(row)
-        for at, decode in self._job_out:
-            values[at] = decode(values[at])
-        return JobRow(dict(zip(JOB_COLUMNS, values, strict=True)), new=False)
+        job: JobRow = self._jobs.row(row)
+        return job
 
     def jobs(self, workflow_id: int, jobids: Sequence[int]) -> list[JobRow]:
         """These jobs of a workflow, those that exist."""
@@ -163,18 +196,52 @@ class Driver:
         return found
 
     def jobs_where(self, condition: str, params: Sequence[Any]) -> list[JobRow]:
-        query = f"SELECT {_COLUMNS} FROM jobs WHERE {condition}"
+        query = f"{JOB_SHAPE.select} WHERE {condition}"
         return [self.job_row(row) for row in self.rows(query, params)]
 
     def insert_jobs(self, jobs: list[JobRow]) -> None:
         """New jobs, each given its id."""
-        for job, number in zip(jobs, self.keys("jobs", "id", len(jobs)), strict=True):
-            job.id = number
-        self.many(_INSERT_JOB, [self.job_values(job) for job in jobs])
+        self._insert(self._jobs, jobs)
 
     def update_jobs(self, jobs: list[JobRow]) -> None:
         """Changed jobs, each written whole."""
-        self.many(_UPDATE_JOB, [(*self.job_values(job)[1:], job.id) for job in jobs])
+        self._update(self._jobs, jobs)
+
+    # ---- workflows
+
+    def workflows_where(self, condition: str, params: Sequence[Any] = ()) -> list[WorkflowRow]:
+        rows = self.rows(f"{WORKFLOW_SHAPE.select} WHERE {condition}", params)
+        return [self._workflows.row(row) for row in rows]
+
+    def workflows(self, ids: Sequence[int]) -> list[WorkflowRow]:
+        """These workflows, those that exist."""
+        found: list[WorkflowRow] = []
+        for start in range(0, len(ids), KEYS_PER_QUERY):
+            chunk = list(ids[start : start + KEYS_PER_QUERY])
+            found += self.workflows_where(f"id IN ({', '.join('?' for _ in chunk)})", chunk)
+        return found
+
+    def insert_workflows(self, workflows: list[WorkflowRow]) -> None:
+        """New workflows, each given its id."""
+        self._insert(self._workflows, workflows)
+
+    def update_workflows(self, workflows: list[WorkflowRow]) -> None:
+        self._update(self._workflows, workflows)
+
+    def delete_workflows(self, ids: Sequence[int]) -> None:
+        """These workflows and (by the foreign key's cascade) their jobs."""
+        for start in range(0, len(ids), KEYS_PER_QUERY):
+            chunk = list(ids[start : start + KEYS_PER_QUERY])
+            self.run(f"DELETE FROM workflows WHERE id IN ({', '.join('?' for _ in chunk)})", chunk)
+
+    def _insert(self, codecs: _Codecs, rows: Sequence[Any]) -> None:
+        table = codecs.shape.table
+        for row, number in zip(rows, self.keys(table, "id", len(rows)), strict=True):
+            row.id = number
+        self.many(codecs.shape.insert, [codecs.values(row) for row in rows])
+
+    def _update(self, codecs: _Codecs, rows: Sequence[Any]) -> None:
+        self.many(codecs.shape.update, [(*codecs.values(row)[1:], row.id) for row in rows])
 
     # ---- counting
 
@@ -220,15 +287,16 @@ class Driver:
 # Keeps each statement well inside every database's limit on bound parameters.
 KEYS_PER_QUERY = 500
 
-_COLUMNS = ", ".join(JOB_COLUMNS)
-_job_columns = attrgetter(*JOB_COLUMNS)
-_INSERT_JOB = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' for _ in JOB_COLUMNS)})"
-_UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{name} = ?' for name in JOB_COLUMNS[1:])} WHERE id = ?"
 _INSERT_EVENT = (
     "INSERT INTO events (seq, type, workflow_id, payload, created_at) VALUES (?, ?, ?, ?, ?)"
 )
+# Workflows and events are AUTOINCREMENT tables: a key is never handed out twice, even
+# after its row was deleted, and SQLite records the highest in sqlite_sequence (it moves
+# up to the keys given here by itself).
 _SQLITE_LAST = {
     "jobs": "SELECT max(id) FROM jobs",
+    "workflows": "SELECT max((SELECT coalesce(max(seq), 0) FROM sqlite_sequence"
+    " WHERE name = 'workflows'), (SELECT coalesce(max(id), 0) FROM workflows))",
     "events": "SELECT max((SELECT coalesce(max(seq), 0) FROM sqlite_sequence"
     " WHERE name = 'events'), (SELECT coalesce(max(seq), 0) FROM events))",
 }
@@ -237,7 +305,7 @@ _SQLITE_LAST = {
 @lru_cache(maxsize=64)
 def _select_jobs(count: int) -> str:
     marks = ", ".join("?" for _ in range(count))
-    return f"SELECT {_COLUMNS} FROM jobs WHERE workflow_id = ? AND jobid IN ({marks})"
+    return f"{JOB_SHAPE.select} WHERE workflow_id = ? AND jobid IN ({marks})"
 
 
 @lru_cache(maxsize=256)

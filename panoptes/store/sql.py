@@ -13,15 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    bindparam,
-    event,
-    inspect,
-    select,
-)
+from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
-from ..models import Event, JobRow, Workflow
+from ..models import Event, JobRow, WorkflowRow
 from ..shapes import count_job, rule_view
 from .rows import KEYS_PER_QUERY, Driver
 
@@ -49,30 +44,25 @@ class Preload:
 
 @dataclass
 class Loaded:
-    workflows: list[Workflow]  # held here: the session's identity map holds them weakly
+    workflows: dict[int, WorkflowRow]
     jobs: dict[JobKey, JobRow]
+    absent_workflows: set[int]
     absent_jobs: set[JobKey]
 
 
-_WORKFLOWS_BY_ID = select(Workflow).where(Workflow.id.in_(bindparam("ids", expanding=True)))
-
-
 def preload(session: Session, wanted: list[Preload]) -> Loaded:
+    rows = driver(session)
     workflow_ids = sorted({workflow_id for p in wanted for workflow_id in p.workflows})
-    workflows: list[Workflow] = []
-    for start in range(0, len(workflow_ids), KEYS_PER_QUERY):
-        chunk = workflow_ids[start : start + KEYS_PER_QUERY]
-        workflows += session.scalars(_WORKFLOWS_BY_ID, {"ids": chunk})
+    workflows = {wf.id: wf for wf in rows.workflows(workflow_ids)}
     keys = {key for p in wanted for key in p.jobs}
     by_workflow: dict[int, list[int]] = {}
     for workflow_id, jobid in sorted(keys):
         by_workflow.setdefault(workflow_id, []).append(jobid)
     jobs: dict[JobKey, JobRow] = {}
-    rows = driver(session)
     for workflow_id, jobids in by_workflow.items():
         for job in rows.jobs(workflow_id, jobids):
             jobs[(job.workflow_id, job.jobid)] = job
-    return Loaded(workflows, jobs, keys - jobs.keys())
+    return Loaded(workflows, jobs, set(workflow_ids) - workflows.keys(), keys - jobs.keys())
 
 
 def driver(session: Session) -> Driver:
@@ -86,19 +76,22 @@ def driver(session: Session) -> Driver:
 # ---- writing
 
 
-def flush(session: Session, jobs: dict[JobKey, JobRow]) -> None:
-    """Write what the batch changed so far: ORM objects (workflows, emitted events) first,
-    then the jobs, which may belong to a workflow just written."""
+def flush(session: Session, loaded: Loaded) -> None:
+    """Write what the batch changed so far: emitted events (ORM objects), the workflows,
+    then the jobs. New workflows were written when they were added (Tx.add_workflow)."""
     session.flush()
-    new = [job for job in jobs.values() if job.new]
-    changed = [job for job in jobs.values() if job.changed and not job.new]
     rows = driver(session)
+    workflows = [wf for wf in loaded.workflows.values() if wf.changed]
+    if workflows:
+        rows.update_workflows(workflows)
+    new = [job for job in loaded.jobs.values() if job.new]
+    changed = [job for job in loaded.jobs.values() if job.changed and not job.new]
     if new:
         rows.insert_jobs(new)
     if changed:
         rows.update_jobs(changed)
-    for job in (*new, *changed):
-        job.written()
+    for row in (*workflows, *new, *changed):
+        row.written()
 
 
 def insert_events(session: Session, rows: list[dict[str, Any]]) -> list[int]:

@@ -4,8 +4,9 @@ the service's operations read and change, and the changes a batch announces as e
 Operations mark what they change (`changed_workflow`, `changed_job`); the batch turns that
 into events once, at its end (`announce`): one event per changed object carrying its final
 state, one rule.updated per rule whose counts may have moved, all counted in one query.
-Sessions do not autoflush: a method here that reads with SQL what the batch may have
-changed flushes first.
+The batch holds the workflows and jobs it reads and changes as plain rows (models.Row, in
+`Loaded`), one copy of each, and writes them back when it flushes. A method here that reads
+with SQL what the batch may have changed flushes first.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from ..models import Event, Job, JobRow, Workflow, silent_since, utcnow
+from ..models import Event, Job, JobRow, WorkflowRow, utcnow
 from ..shapes import event_message, feed_message, job_view, workflow_view
-from ..status import EventKind
-from .sql import JobKey, RuleKey, driver, flush, insert_events, rule_counts
+from ..status import EventKind, WorkflowStatus
+from .sql import Loaded, RuleKey, driver, flush, insert_events, rule_counts
 
 K = EventKind
+W = WorkflowStatus
 
 # When one batch changes a workflow in several ways, its one event carries the kind that
 # tells a client most: a new workflow is announced as created whatever happened to it next,
@@ -44,7 +46,7 @@ Refusal = tuple[str, str, str]
 class Changes:
     """Objects changed and not yet announced, one entry per object (by identity)."""
 
-    workflows: dict[int, tuple[Workflow, EventKind]] = field(default_factory=dict)
+    workflows: dict[int, tuple[WorkflowRow, EventKind]] = field(default_factory=dict)
     jobs: dict[int, JobRow] = field(default_factory=dict)
     # Rules whose counts may have changed besides the rules the changed jobs end up in:
     # the rule a job had when it was looked up. A job that moves from one rule to another
@@ -55,7 +57,7 @@ class Changes:
     def __bool__(self) -> bool:
         return bool(self.workflows or self.jobs)
 
-    def workflow(self, wf: Workflow, kind: EventKind) -> None:
+    def workflow(self, wf: WorkflowRow, kind: EventKind) -> None:
         previous = self.workflows.get(id(wf))
         if previous is None or _rank(kind) > _rank(previous[1]):
             self.workflows[id(wf)] = (wf, kind)
@@ -83,11 +85,9 @@ class Tx:
 
     session: Session
     events: list[Event]
-    # Every job the batch loaded or made, by (workflow id, jobid): the batch's own copy,
-    # written back by flush().
-    jobs_cache: dict[JobKey, JobRow]
-    # Jobs the batch looked for when it began and did not find.
-    absent_jobs: set[JobKey] = field(default_factory=set)
+    # Every workflow and job the batch loaded or made, and those it looked for when it
+    # began and did not find: the batch's own copies, written back by flush().
+    loaded: Loaded
     # What the batch's earlier operations changed, and what this one changes: merged into
     # the batch when the operation succeeds, dropped when it raises a PanoptesError.
     batch: Changes = field(default_factory=Changes)
@@ -95,7 +95,7 @@ class Tx:
 
     # ---- what changed
 
-    def changed_workflow(self, wf: Workflow, kind: EventKind = K.WORKFLOW_UPDATED) -> None:
+    def changed_workflow(self, wf: WorkflowRow, kind: EventKind = K.WORKFLOW_UPDATED) -> None:
         self.changes.workflow(wf, kind)
 
     def changed_job(self, job: JobRow) -> None:
@@ -116,41 +116,60 @@ class Tx:
 
     def flush(self) -> None:
         """Write what the batch changed so far, before a query that must see it."""
-        flush(self.session, self.jobs_cache)
+        flush(self.session, self.loaded)
 
     # ---- workflows
 
-    def workflow(self, workflow_id: int) -> Workflow | None:
-        return self.session.get(Workflow, workflow_id)
+    def workflow(self, workflow_id: int) -> WorkflowRow | None:
+        found = self.loaded.workflows.get(workflow_id)
+        if found is None and workflow_id not in self.loaded.absent_workflows:
+            rows = self._cached(driver(self.session).workflows([workflow_id]))
+            if not rows:
+                self.loaded.absent_workflows.add(workflow_id)
+            return rows[0] if rows else None
+        return found
 
-    def workflow_named(self, name: str) -> Workflow | None:
+    def workflow_named(self, name: str) -> WorkflowRow | None:
         self.flush()  # the batch may have registered or renamed a workflow of this name
-        return self.session.scalar(select(Workflow).where(Workflow.name == name))
+        found = self._cached(driver(self.session).workflows_where("name = ?", [name]))
+        return found[0] if found else None
 
-    def add_workflow(self, wf: Workflow) -> None:
-        self.session.add(wf)
+    def add_workflow(self, wf: WorkflowRow) -> None:
+        """A new workflow, written at once: it has its id from here on."""
+        driver(self.session).insert_workflows([wf])
+        wf.written()
+        self.loaded.workflows[wf.id] = wf
+        self.loaded.absent_workflows.discard(wf.id)
 
-    def silent_workflows(self, cutoff: datetime) -> list[Workflow]:
-        """Running workflows with no event since `cutoff`."""
+    def silent_workflows(self, cutoff: datetime) -> list[WorkflowRow]:
+        """Running workflows with no event since `cutoff` (models.silent_since)."""
         self.flush()  # the batch's changes to these columns count
-        return list(self.session.scalars(select(Workflow).where(silent_since(cutoff))))
+        rows = driver(self.session)
+        found = rows.workflows_where(
+            "status = ? AND updated_at < ?", [W.RUNNING.value, rows.time_in(cutoff)]
+        )
+        return self._cached(found)
 
     def ended_before(
         self, cutoff: datetime, statuses: Collection[str], limit: int
-    ) -> list[Workflow]:
+    ) -> list[WorkflowRow]:
         """Workflows in `statuses` that finished (or, unfinished, went silent) before
         `cutoff`, oldest id first."""
-        ended = func.coalesce(Workflow.finished_at, Workflow.updated_at)
         self.flush()
-        query = (
-            select(Workflow)
-            .where(Workflow.status.in_(statuses), ended < cutoff)
-            .order_by(Workflow.id)
-            .limit(limit)
+        rows = driver(self.session)
+        marks = ", ".join("?" for _ in statuses)
+        found = rows.workflows_where(
+            f"status IN ({marks}) AND coalesce(finished_at, updated_at) < ? ORDER BY id LIMIT ?",
+            [*statuses, rows.time_in(cutoff), limit],
         )
-        return list(self.session.scalars(query))
+        return self._cached(found)
 
-    def remove_workflows(self, workflows: list[Workflow], *, with_events: bool = False) -> None:
+    def _cached(self, found: list[WorkflowRow]) -> list[WorkflowRow]:
+        """Rows just read, each as the batch's copy: the one it holds already if it does."""
+        cache = self.loaded.workflows
+        return [cache.setdefault(wf.id, wf) for wf in found]
+
+    def remove_workflows(self, workflows: list[WorkflowRow], *, with_events: bool = False) -> None:
         """Delete workflows with their jobs (and, if asked, their events), and announce it.
 
         Their events go before the deletion events are written: a feed client resuming from
@@ -161,18 +180,18 @@ class Tx:
                 delete(Event).where(Event.workflow_id.in_(ids)),
                 execution_options={"synchronize_session": False},
             )
-        for wf in workflows:
-            self.session.delete(wf)
-        # First: what the batch had pending for their jobs is not written (their rows go
-        # with them), and the deletion is announced.
+        # First: what the batch had pending for them and their jobs is not written (their
+        # rows go with them), and the deletion is announced.
         self.deleted_workflows(ids)
-        self.flush()  # gone for the rest of the batch: a later get() finds nothing
+        self.flush()
+        driver(self.session).delete_workflows(ids)
 
     def remove_all_workflows(self) -> int:
         self.flush()  # what the batch added goes too
-        ids = list(self.session.scalars(select(Workflow.id)))
-        self.session.execute(delete(Workflow))
+        ids = [row[0] for row in driver(self.session).rows("SELECT id FROM workflows")]
         self.deleted_workflows(ids)
+        self.flush()
+        driver(self.session).run("DELETE FROM workflows")
         return len(ids)
 
     def deleted_workflows(self, workflow_ids: Collection[int]) -> None:
@@ -185,17 +204,17 @@ class Tx:
 
     def job(self, workflow_id: int, jobid: int) -> JobRow | None:
         key = (workflow_id, jobid)
-        job = self.jobs_cache.get(key)
-        if job is None and key not in self.absent_jobs:
+        job = self.loaded.jobs.get(key)
+        if job is None and key not in self.loaded.absent_jobs:
             found = driver(self.session).jobs(workflow_id, [jobid])
             if found:
-                job = self.jobs_cache[key] = found[0]
+                job = self.loaded.jobs[key] = found[0]
         if job is not None:
             self.changes.rules.add((workflow_id, job.rule))
         return job
 
     def add_job(self, job: JobRow) -> None:
-        self.jobs_cache[(job.workflow_id, job.jobid)] = job
+        self.loaded.jobs[(job.workflow_id, job.jobid)] = job
 
     def jobs_with_status(self, workflow_id: int, status: str) -> list[JobRow]:
         """The workflow's jobs that have this status, as the batch has left them."""
@@ -206,9 +225,9 @@ class Tx:
         found = []
         for row in rows:
             key = (workflow_id, row.jobid)
-            job = self.jobs_cache.get(key)
+            job = self.loaded.jobs.get(key)
             if job is None:
-                job = self.jobs_cache[key] = row
+                job = self.loaded.jobs[key] = row
             found.append(job)
         return found
 
@@ -228,19 +247,24 @@ class Tx:
         self._forget({workflow_id}, workflows=False)
 
     def _forget(self, workflow_ids: set[int], *, workflows: bool) -> None:
-        for key in [key for key in self.jobs_cache if key[0] in workflow_ids]:
-            del self.jobs_cache[key]
+        jobs = self.loaded.jobs
+        for key in [key for key in jobs if key[0] in workflow_ids]:
+            del jobs[key]
+        if workflows:
+            for workflow_id in workflow_ids:
+                self.loaded.workflows.pop(workflow_id, None)
+                self.loaded.absent_workflows.add(workflow_id)
         self.batch.forget(workflow_ids, workflows=workflows)
         self.changes.forget(workflow_ids, workflows=workflows)
 
 
 def announce(
-    session: Session, changes: Changes, jobs: dict[JobKey, JobRow], emitted: Iterable[Event]
+    session: Session, changes: Changes, loaded: Loaded, emitted: Iterable[Event]
 ) -> list[dict[str, Any]]:
     """Turn what a batch changed into numbered events, one per object with its final state,
     and return them with the events emitted as they were, as the feed sends them, in seq
     order."""
-    flush(session, jobs)  # ids for new rows; the counts below see every change
+    flush(session, loaded)  # ids for new rows; the counts below see every change
     messages = [event_message(event) for event in emitted]  # numbered now they are written
     if not changes:
         return messages
@@ -261,7 +285,9 @@ def announce(
     plans: dict[int, dict[str, Any] | None] = {}  # by workflow id
     for key in sorted(rules, key=lambda key: (key[0], key[1] or "")):
         if key[0] not in plans:
-            owner = session.get(Workflow, key[0])  # in the session already: no query
+            owner = loaded.workflows.get(key[0])  # loaded by the operation that changed it
+            if owner is None:
+                owner = next(iter(driver(session).workflows([key[0]])), None)
             plans[key[0]] = owner.plan if owner is not None else None
         plan = plans[key[0]]
         counts[key]["planned"] = plan.get(key[1] or "") if plan is not None else None

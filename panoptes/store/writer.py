@@ -362,13 +362,7 @@ def _transaction(session: Session, batch: list[_Pending]) -> _Outcome:
     loaded = preload(session, [p.preload for p in batch if p.preload])
     changes = Changes()
     for pending in batch:
-        tx = Tx(
-            session=session,
-            events=events,
-            jobs_cache=loaded.jobs,
-            absent_jobs=loaded.absent_jobs,
-            batch=changes,
-        )
+        tx = Tx(session=session, events=events, loaded=loaded, batch=changes)
         try:
             value = pending.operation(tx)
         except PanoptesError as exc:
@@ -376,5 +370,5 @@ def _transaction(session: Session, batch: list[_Pending]) -> _Outcome:
             continue
         changes.merge(tx.changes)
         results.append((True, value))
-    messages = announce(session, changes, loaded.jobs, events)  # flushes everything first
+    messages = announce(session, changes, loaded, events)  # flushes everything first
     return _Outcome(results, messages, changes.refused)

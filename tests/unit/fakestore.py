@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from panoptes.models import JobRow, Workflow
+from panoptes.models import JobRow, WorkflowRow
 from panoptes.status import EventKind, WorkflowStatus
 
 
@@ -13,7 +13,7 @@ class FakeStore:
     """Workflows and jobs in dictionaries; records what the machine says it changed."""
 
     def __init__(self) -> None:
-        self.workflows: dict[int, Workflow] = {}
+        self.workflows: dict[int, WorkflowRow] = {}
         self.jobs: dict[tuple[int, int], JobRow] = {}
         self.announced: list[tuple[EventKind, int]] = []
         self.changed_jobs: list[tuple[int, int]] = []
@@ -21,18 +21,18 @@ class FakeStore:
         self.changed_rule_names: list[str] = []
         self._next_id = 1
 
-    def workflow(self, workflow_id: int) -> Workflow | None:
+    def workflow(self, workflow_id: int) -> WorkflowRow | None:
         return self.workflows.get(workflow_id)
 
-    def workflow_named(self, name: str) -> Workflow | None:
+    def workflow_named(self, name: str) -> WorkflowRow | None:
         return next((wf for wf in self.workflows.values() if wf.name == name), None)
 
-    def add_workflow(self, wf: Workflow) -> None:
+    def add_workflow(self, wf: WorkflowRow) -> None:
         wf.id = self._next_id
         self._next_id += 1
         self.workflows[wf.id] = wf
 
-    def silent_workflows(self, cutoff: datetime) -> list[Workflow]:
+    def silent_workflows(self, cutoff: datetime) -> list[WorkflowRow]:
         return [
             wf
             for wf in self.workflows.values()
@@ -54,7 +54,9 @@ class FakeStore:
     def delete_jobs(self, workflow_id: int) -> None:
         self.jobs = {key: job for key, job in self.jobs.items() if key[0] != workflow_id}
 
-    def changed_workflow(self, wf: Workflow, kind: EventKind = EventKind.WORKFLOW_UPDATED) -> None:
+    def changed_workflow(
+        self, wf: WorkflowRow, kind: EventKind = EventKind.WORKFLOW_UPDATED
+    ) -> None:
         self.announced.append((kind, wf.id))
 
     def changed_job(self, job: JobRow) -> None:

@@ -12,7 +12,7 @@ import pytest
 from panoptes.errors import UnknownWorkflow
 from panoptes.ingest import machine, runs
 from panoptes.ingest.wire import Registration, parse_message
-from panoptes.models import Workflow, utcnow
+from panoptes.models import WorkflowRow, utcnow
 from panoptes.shapes import workflow_view
 from panoptes.status import (
     FINISHED,
@@ -30,13 +30,13 @@ from .fakestore import FakeStore
 W, J, K = WorkflowStatus, JobStatus, EventKind
 
 
-def registered(store: FakeStore, name: str = "run", status: W = W.RUNNING) -> Workflow:
+def registered(store: FakeStore, name: str = "run", status: W = W.RUNNING) -> WorkflowRow:
     wf = runs.register_workflow(store, Registration(name=name), stale_hours=0)
     wf.status = status
     return wf
 
 
-def send(store: FakeStore, wf: Workflow, message: dict[str, Any]) -> bool:
+def send(store: FakeStore, wf: WorkflowRow, message: dict[str, Any]) -> bool:
     parsed = parse_message({"msg": json.dumps(message), "id": wf.id})
     return machine.apply_message(store, parsed)
 

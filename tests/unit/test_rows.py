@@ -34,7 +34,11 @@ def test_json_columns_keep_null_only_where_the_column_does() -> None:
     assert rows._json_out('{"a": [1, 2]}') == {"a": [1, 2]}
     assert rows._json_out({"already": "decoded"}) == {"already": "decoded"}  # asyncpg's codec
     assert rows._json(2**70) == str(2**70)  # what orjson refuses, json writes
-    assert rows._NULLABLE_JSON == {"resources", "logs", "benchmark"}
+    for shape, nullable in (
+        (rows.JOB_SHAPE, {"resources", "logs", "benchmark"}),
+        (rows.WORKFLOW_SHAPE, {"plan", "rules_seen", "rulegraph"}),
+    ):
+        assert {shape.columns[at] for at, null in shape.jsons if null} == nullable
 
 
 def test_placeholders_are_numbered_for_asyncpg() -> None:
