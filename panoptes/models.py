@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from sqlalchemy import (
     JSON,
@@ -214,6 +215,17 @@ class Row:
             object.__setattr__(self, name, values.get(name))
         object.__setattr__(self, "new", new)
         object.__setattr__(self, "changed", new)
+
+    @classmethod
+    def stored(cls, values: Sequence[Any]) -> Self:
+        """A row as read: `values` in the order of COLUMNS, decoded."""
+        row = cls.__new__(cls)
+        put = object.__setattr__
+        for name, value in zip(cls.COLUMNS, values, strict=True):
+            put(row, name, value)
+        put(row, "new", False)
+        put(row, "changed", False)
+        return row
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)

@@ -130,7 +130,7 @@ class _Codecs:
         values = list(found)
         for at, decode in self.decode:
             values[at] = decode(values[at])
-        return self.shape.row(dict(zip(self.shape.columns, values, strict=True)), new=False)
+        return self.shape.row.stored(values)
 
 
 class Driver:
