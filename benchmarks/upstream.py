@@ -5,6 +5,7 @@ the same load in the same run, and how many times the first one's events/s panop
     .venv/bin/python benchmarks/upstream.py                       # 32 keep-alive connections
     .venv/bin/python benchmarks/upstream.py --concurrency 32,256 --connections keep-alive,close
     .venv/bin/python benchmarks/upstream.py --rounds 1            # about a minute
+    .venv/bin/python benchmarks/upstream.py --workers 1,2         # panoptes in 1 and 2 processes
 
 The load is ingest.py's: --workflows x --rounds workflows of --jobs jobs, registered through
 GET /create_workflow, then for every job job_started, job_info and job_finished in order on
@@ -27,11 +28,12 @@ in its log are counted: what went wrong is printed under the table. Its row's ch
 says `-` because ingest.py's verify() reads panoptes' API, not this one.
 
 panoptes runs as ingest.py runs it (`python -m panoptes` on uvicorn, one process, a fresh
-SQLite file) and is checked by ingest.py's verify(); the exit status is 1 if that check found
-a wrong or missing job, or if panoptes refused a request. Server CPU is the user+system time
-of every server process (gunicorn's master and workers) during the load, from /proc; client
-CPU is the load generator's. The load generator runs on the same machine, so the figures are
-a lower bound for both.
+SQLite file; with --workers 2, two processes sharing live events through Redis: as many as
+panoptes-ui's gunicorn) and is checked by ingest.py's verify(); the exit status is 1 if that
+check found a wrong or missing job, or if panoptes refused a request. Server CPU is the
+user+system time of every server process (gunicorn's master and workers) during the load,
+from /proc; client CPU is the load generator's. The load generator runs on the same
+machine, so the figures are a lower bound for both.
 """
 
 from __future__ import annotations
@@ -210,7 +212,19 @@ def main() -> int:
     add_load_arguments(parser, rounds=3, concurrency="32", connections="keep-alive")
     # What ingest.py's run() and load() read: the Rust load generator, SQLite.
     parser.set_defaults(client="rust", postgres=None)
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="comma-separated panoptes process counts (`panoptes --workers N`); above 1 they "
+        "share live events through --broadcast, as a site running several would",
+    )
+    parser.add_argument(
+        "--broadcast",
+        default="redis://127.0.0.1:6379/0",
+        help="PANOPTES_BROADCAST_URL for runs with several workers",
+    )
     args = parser.parse_args()
+    worker_counts = [int(count) for count in args.workers.split(",")]
     levels, modes = levels_and_modes(parser, args)
     upstream_venv()
     build_loadgen()
@@ -221,17 +235,21 @@ def main() -> int:
     )
     print(HEADER)
     pairs: list[tuple[Result, Result]] = []  # (panoptes, panoptes-ui) with the same load
+    upstreams: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="panoptes-upstream-") as tmp:
         folder = Path(tmp)
         for mode in modes:
             for level in levels:
                 theirs = run_upstream(args, level, mode, folder)
+                upstreams.append(theirs)
                 print(theirs.row(), flush=True)
-                ours = run(args, {}, Shape("uvicorn", 1, level, mode), folder)
-                print(ours.row(), flush=True)
-                pairs.append((ours, theirs))
+                for workers in worker_counts:
+                    env = {"PANOPTES_BROADCAST_URL": args.broadcast} if workers > 1 else {}
+                    ours = run(args, env, Shape("uvicorn", workers, level, mode), folder)
+                    print(ours.row(), flush=True)
+                    pairs.append((ours, theirs))
     print("srv us / cli us: CPU time per event of the server processes / of the load generator")
-    for _, theirs in pairs:
+    for theirs in upstreams:
         for problem in theirs.problems[:5]:
             print(f"{theirs.label}: {problem}")
         if len(theirs.problems) > 5:
