@@ -2,8 +2,7 @@
 once here.
 
 Every message writes a workflow row, a job row and two or three events, and looks rows up.
-Through
-SQLAlchemy's Core each row's values went through its per-row parameter processing
+Through SQLAlchemy's Core each row's values went through its per-row parameter processing
 (bind processors, type coercion, statement caching keys), which cost more than the
 database's own work (benchmarks/README.md, issue 16). Here the statements are plain SQL,
 prepared once per shape, and the values are encoded by one function per column kind,
