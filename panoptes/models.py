@@ -231,9 +231,6 @@ class Row:
         object.__setattr__(self, name, value)
         object.__setattr__(self, "changed", True)
 
-    def values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.COLUMNS}
-
     def written(self) -> None:
         object.__setattr__(self, "new", False)
         object.__setattr__(self, "changed", False)

@@ -15,11 +15,11 @@ ones nobody else can take.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Boolean, Table
 from sqlalchemy.exc import DBAPIError
@@ -29,6 +29,21 @@ from ..db import json_dumps, json_loads
 from ..models import JOBS, WORKFLOWS, JobRow, Row, UTCDateTime, WorkflowRow
 
 Encoder = Callable[[Any], Any]
+T = TypeVar("T")
+
+# Keeps each statement well inside every database's limit on bound parameters.
+KEYS_PER_QUERY = 500
+
+
+def chunks(keys: Sequence[T]) -> Iterator[list[T]]:
+    """`keys` in lists of at most KEYS_PER_QUERY, one statement's worth each."""
+    for start in range(0, len(keys), KEYS_PER_QUERY):
+        yield list(keys[start : start + KEYS_PER_QUERY])
+
+
+def marks(count: int) -> str:
+    """`count` placeholders, for an IN (...) or VALUES (...)."""
+    return ", ".join("?" for _ in range(count))
 
 
 @lru_cache(maxsize=8192)  # a job's times are written again with each of its updates
@@ -78,9 +93,7 @@ class Shape:
         quoted = [f'"{name}"' for name in self.columns]
         names = ", ".join(quoted)
         self.select = f"SELECT {names} FROM {table.name}"
-        self.insert = (
-            f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' for _ in quoted)})"
-        )
+        self.insert = f"INSERT INTO {table.name} ({names}) VALUES ({marks(len(quoted))})"
         self.update = (
             f"UPDATE {table.name} SET {', '.join(f'{name} = ?' for name in quoted[1:])}"
             " WHERE id = ?"
@@ -188,8 +201,7 @@ class Driver:
     def jobs(self, workflow_id: int, jobids: Sequence[int]) -> list[JobRow]:
         """These jobs of a workflow, those that exist."""
         found: list[JobRow] = []
-        for start in range(0, len(jobids), KEYS_PER_QUERY):
-            chunk = list(jobids[start : start + KEYS_PER_QUERY])
+        for chunk in chunks(jobids):
             query = _select_jobs(len(chunk))
             found += [self.job_row(row) for row in self.rows(query, [workflow_id, *chunk])]
         return found
@@ -215,9 +227,8 @@ class Driver:
     def workflows(self, ids: Sequence[int]) -> list[WorkflowRow]:
         """These workflows, those that exist."""
         found: list[WorkflowRow] = []
-        for start in range(0, len(ids), KEYS_PER_QUERY):
-            chunk = list(ids[start : start + KEYS_PER_QUERY])
-            found += self.workflows_where(f"id IN ({', '.join('?' for _ in chunk)})", chunk)
+        for chunk in chunks(ids):
+            found += self.workflows_where(f"id IN ({marks(len(chunk))})", chunk)
         return found
 
     def insert_workflows(self, workflows: list[WorkflowRow]) -> None:
@@ -229,9 +240,8 @@ class Driver:
 
     def delete_workflows(self, ids: Sequence[int]) -> None:
         """These workflows and (by the foreign key's cascade) their jobs."""
-        for start in range(0, len(ids), KEYS_PER_QUERY):
-            chunk = list(ids[start : start + KEYS_PER_QUERY])
-            self.run(f"DELETE FROM workflows WHERE id IN ({', '.join('?' for _ in chunk)})", chunk)
+        for chunk in chunks(ids):
+            self.run(f"DELETE FROM workflows WHERE id IN ({marks(len(chunk))})", chunk)
 
     def _insert(self, codecs: _Codecs, rows: Sequence[Any]) -> None:
         table = codecs.shape.table
@@ -247,7 +257,7 @@ class Driver:
     def rule_counts(self, workflow_id: int, rules: Sequence[str | None]) -> list[Sequence[Any]]:
         """(rule, status, count) of some rules of a workflow (None: jobs with no rule yet)."""
         named = [rule for rule in rules if rule is not None]
-        matches = [f"rule IN ({', '.join('?' for _ in named)})"] if named else []
+        matches = [f"rule IN ({marks(len(named))})"] if named else []
         if len(named) < len(rules):
             matches.append("rule IS NULL")
         query = (
@@ -283,9 +293,6 @@ class Driver:
         return sorted(row[0] for row in self.rows(query, [table, column, count]))
 
 
-# Keeps each statement well inside every database's limit on bound parameters.
-KEYS_PER_QUERY = 500
-
 _INSERT_EVENT = (
     "INSERT INTO events (seq, type, workflow_id, payload, created_at) VALUES (?, ?, ?, ?, ?)"
 )
@@ -303,8 +310,7 @@ _SQLITE_LAST = {
 
 @lru_cache(maxsize=64)
 def _select_jobs(count: int) -> str:
-    marks = ", ".join("?" for _ in range(count))
-    return f"{JOB_SHAPE.select} WHERE workflow_id = ? AND jobid IN ({marks})"
+    return f"{JOB_SHAPE.select} WHERE workflow_id = ? AND jobid IN ({marks(count)})"
 
 
 @lru_cache(maxsize=256)

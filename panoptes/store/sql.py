@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ..models import Event, JobRow, WorkflowRow
 from ..shapes import count_job, rule_view
-from .rows import KEYS_PER_QUERY, Driver
+from .rows import Driver, chunks
 
 try:
     import fcntl
@@ -138,10 +138,8 @@ def rule_counts(session: Session, keys: Collection[RuleKey]) -> dict[RuleKey, di
         by_workflow.setdefault(workflow_id, []).append(rule)
     rows = driver(session)
     for workflow_id, rules in by_workflow.items():
-        for start in range(0, len(rules), KEYS_PER_QUERY):
-            for rule, status, count in rows.rule_counts(
-                workflow_id, rules[start : start + KEYS_PER_QUERY]
-            ):
+        for chunk in chunks(rules):
+            for rule, status, count in rows.rule_counts(workflow_id, chunk):
                 count_job(counts[(workflow_id, rule)], status, count)
     return counts
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from ..models import Event, Job, JobRow, WorkflowRow, utcnow
 from ..shapes import event_message, feed_message, job_view, workflow_view
 from ..status import EventKind, WorkflowStatus
+from .rows import marks
 from .sql import Loaded, RuleKey, driver, flush, insert_events, rule_counts
 
 K = EventKind
@@ -157,9 +158,9 @@ class Tx:
         `cutoff`, oldest id first."""
         self.flush()
         rows = driver(self.session)
-        marks = ", ".join("?" for _ in statuses)
         found = rows.workflows_where(
-            f"status IN ({marks}) AND coalesce(finished_at, updated_at) < ? ORDER BY id LIMIT ?",
+            f"status IN ({marks(len(statuses))})"
+            " AND coalesce(finished_at, updated_at) < ? ORDER BY id LIMIT ?",
             [*statuses, rows.time_in(cutoff), limit],
         )
         return self._cached(found)
@@ -183,14 +184,12 @@ class Tx:
         # First: what the batch had pending for them and their jobs is not written (their
         # rows go with them), and the deletion is announced.
         self.deleted_workflows(ids)
-        self.flush()
         driver(self.session).delete_workflows(ids)
 
     def remove_all_workflows(self) -> int:
         self.flush()  # what the batch added goes too
         ids = [row[0] for row in driver(self.session).rows("SELECT id FROM workflows")]
         self.deleted_workflows(ids)
-        self.flush()
         driver(self.session).run("DELETE FROM workflows")
         return len(ids)
 
