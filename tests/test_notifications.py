@@ -22,6 +22,7 @@ from quart.typing import TestClientProtocol as Client
 from panoptes.app import create_app
 from panoptes.config import Config, ConfigError
 from panoptes.models import utcnow
+from panoptes.notify import log as notify_log
 from panoptes.notify_settings import NotifySettings, Smtp, Target
 
 from .conftest import CAPTURES, create_workflow, post_event, send_recorded
@@ -92,6 +93,20 @@ async def test_events_the_notifier_did_not_examine_yet_are_not_lost(config: Conf
             await replay(client, "sm9-fail")
         assert receiver.requests == []
         async with serving(config, json_target(receiver)) as client:
+            events = await settle(receiver, 2)
+    assert sorted(events) == ["job.failed", "workflow.error"]
+
+
+async def test_what_is_committed_right_after_start_is_told(config: Config):
+    """The cursor is made when the server starts, not at the notifier's first look at the
+    log: a run that begins and ends before that look (a cancel a moment after registering)
+    is still told."""
+    with receiving() as receiver:
+        async with serving(config, json_target(receiver)) as client:
+            service = client.app.extensions["panoptes"]
+            async with service.sessions() as session:
+                assert await notify_log.cursor(session) == 0  # before anything was written
+            await replay(client, "sm9-fail")
             events = await settle(receiver, 2)
     assert sorted(events) == ["job.failed", "workflow.error"]
 

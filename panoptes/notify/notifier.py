@@ -85,6 +85,13 @@ class Notifier:
         if not self.enabled:
             return
         mask_httpx_logs()
+        # The cursor is made now, at the newest event, if this is the first start with
+        # notifications: what is committed from here on is told. Made at the first look at
+        # the log instead, it skipped whatever was committed before that look's write.
+        try:
+            self._seen = await self._write(queue.start_cursor)
+        except Exception:  # the first look makes it then
+            log.exception("notifications: making the event log cursor failed")
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
             self._examine_forever,
