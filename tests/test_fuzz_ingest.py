@@ -467,8 +467,11 @@ async def last_rule_events(app: Quart, workflow_id: int) -> dict[str, dict[str, 
 
 
 # The characters a form decoder can trip on: escapes (in both cases, cut short, or of bytes
-# that are not UTF-8), separators, and text beyond ASCII.
-FORM_TEXT = st.text(alphabet=st.sampled_from('%%%+&&==2255aAfFgG{}":, \x00é☃'), max_size=40)
+# that are not UTF-8), separators, text beyond ASCII, and the backslashes and x of the
+# escapes bodies._unquote has its codec decode.
+FORM_TEXT = st.text(
+    alphabet=st.sampled_from('%%%+&&==2255aAfFgGcCxXuUN{}":, \\\x00é☃'), max_size=40
+)
 
 
 @settings(max_examples=2000, deadline=None)
@@ -476,6 +479,7 @@ FORM_TEXT = st.text(alphabet=st.sampled_from('%%%+&&==2255aAfFgG{}":, \x00é☃'
 @example(text="%2522")  # an escaped "%" followed by what would be an escape
 @example(text="%%22&%2B+%2b")
 @example(text="a=%7B%22x%22%3a1%7d&a=2&b&=c")
+@example(text="a=\\%41\\x41\\u0041\\N%7BSNOWMAN%7D%5c%5C")
 def test_form_bodies_decode_as_urllib_decodes_them(text: str) -> None:
     expected = {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
     assert _form(text.encode()) == expected

@@ -36,21 +36,22 @@ _ESCAPED = {
     for byte in range(256)
     for digits in product(*((c.lower(), c.upper()) for c in f"{byte:02x}"))
 }
-# The escapes JSON is full of, replaced first with bytes.replace (a C loop). None of them
-# decodes to "%" or a hex digit, so no replacement can form a new escape.
-_COMMON_ESCAPES = list(
-    {f"%{byte:02{case}}".encode(): bytes([byte]) for byte in b'":,{}[]/ ' for case in "Xx"}.items()
-)
 
 
 def _unquote(text: bytes) -> bytes:
+    """%XY escapes and + decoded. Python's unicode_escape codec does it in C: every %XY
+    written as \\xXY (after each backslash of the text is written as \\x5c, so the codec
+    finds no other escape) decodes to the code point XY, which latin-1 turns back into the
+    byte. Half the time of the dictionary below on a Snakemake message; a % that begins no
+    escape makes the codec fail, and the dictionary, which keeps it, takes over."""
     text = text.replace(b"+", b" ")
-    if b"%" not in text:
+    if text.find(b"%") < 0:  # `in` first tries b"%" as an int: a TypeError raised and cleared
         return text
-    for escaped, byte in _COMMON_ESCAPES:
-        text = text.replace(escaped, byte)
-    if b"%" not in text:
-        return text
+    try:
+        escaped = text.replace(b"\\", b"\\x5c").replace(b"%", b"\\x")
+        return escaped.decode("unicode_escape").encode("latin-1")
+    except UnicodeDecodeError:
+        pass
     first, *rest = text.split(b"%")
     parts = [first]
     for part in rest:
