@@ -202,19 +202,26 @@ class Row:
     the state machine that changes them. The writer loads these with plain SELECTs and
     writes them with one INSERT and one UPDATE statement per table and flush
     (store/rows.py). Any attribute set marks the row changed; a changed row is written
-    whole."""
+    whole. A JSON value (a list, a dict) is replaced by a new one, never changed in place:
+    that is what marks the row changed, and what tells the writer which columns it must
+    encode again (`encoded`)."""
 
-    __slots__ = ("changed", "new")
+    __slots__ = ("changed", "encoded", "new")
     COLUMNS: ClassVar[tuple[str, ...]] = ()
 
     new: bool
     changed: bool
+    # The values as the database has them, if known: (the row's values, in the order of
+    # COLUMNS, and the same encoded for the driver). A value still the same object needs
+    # no encoding again (rows.py, _Codecs.values).
+    encoded: tuple[tuple[Any, ...], tuple[Any, ...]] | None
 
     def __init__(self, values: Any, *, new: bool) -> None:
         for name in self.COLUMNS:
             object.__setattr__(self, name, values.get(name))
         object.__setattr__(self, "new", new)
         object.__setattr__(self, "changed", new)
+        object.__setattr__(self, "encoded", None)
 
     @classmethod
     def stored(cls, values: Sequence[Any]) -> Self:
@@ -225,6 +232,7 @@ class Row:
             put(row, name, value)
         put(row, "new", False)
         put(row, "changed", False)
+        put(row, "encoded", None)
         return row
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -15,6 +15,7 @@ ones nobody else can take.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -27,12 +28,29 @@ from sqlalchemy.orm import Session
 
 from ..db import json_dumps, json_loads
 from ..models import JOBS, WORKFLOWS, JobRow, Row, UTCDateTime, WorkflowRow
+from ..status import EventKind, JobStatus, WorkflowStatus
 
 Encoder = Callable[[Any], Any]
 T = TypeVar("T")
 
 # Keeps each statement well inside every database's limit on bound parameters.
 KEYS_PER_QUERY = 500
+
+
+def _null(_value: None) -> None:
+    return None
+
+
+# sqlite3 binds an int, float, str or bytearray as it is; any other value (None, a flag, a
+# status, which is a StrEnum) goes through its adapter registry first, and where that has
+# no adapter for the value's type, two attribute look-ups that fail (each raising and
+# clearing an AttributeError): about 5% of the writer's instructions, as every job row
+# holds several NULLs (callgrind, benchmarks/README.md). With an adapter registered the
+# registry answers at once. The values bound are the same: NULL, 0 or 1, the status's text.
+sqlite3.register_adapter(type(None), _null)
+sqlite3.register_adapter(bool, int)
+for _kind in (WorkflowStatus, JobStatus, EventKind):
+    sqlite3.register_adapter(_kind, str)
 
 
 def chunks(keys: Sequence[T]) -> Iterator[list[T]]:
@@ -118,10 +136,18 @@ WORKFLOW_SHAPE = Shape(WORKFLOWS, WorkflowRow)
 
 class _Codecs:
     """A Shape's encoders and decoders on one database, by column place, only for the
-    columns that need one."""
+    columns that need one.
 
-    def __init__(self, shape: Shape, time_in: Encoder) -> None:
+    A row remembers its values as last read or written, and their encodings (Row.encoded):
+    a value that is still the same object is written as it was encoded then. Most of a
+    job's JSON columns (its files, wildcards, resources) never change after job_info,
+    and encoding them again with each update was a tenth of the writer's work. On
+    SQLite, what a row is read with is that encoding (text as written); PostgreSQL's
+    driver hands back JSON decoded, so there only what was written is remembered."""
+
+    def __init__(self, shape: Shape, time_in: Encoder, *, reads_encoded: bool) -> None:
         self.shape = shape
+        self.reads_encoded = reads_encoded
         self.encode: list[tuple[int, Encoder]] = []
         self.decode: list[tuple[int, Encoder]] = []
         for at in shape.times:
@@ -133,16 +159,31 @@ class _Codecs:
         self.decode += [(at, bool) for at in shape.flags]
 
     def values(self, row: Row) -> tuple[Any, ...]:
-        values = list(self.shape.get(row))
-        for at, encode in self.encode:
-            values[at] = encode(values[at])
-        return tuple(values)
+        """The row's values for the driver (and remembered as what is stored from now on:
+        a statement that fails ends the batch, whose rows are not used again)."""
+        current: tuple[Any, ...] = self.shape.get(row)
+        values = list(current)
+        known = row.encoded
+        if known is None:
+            for at, encode in self.encode:
+                values[at] = encode(values[at])
+        else:
+            was, encoded = known
+            for at, encode in self.encode:
+                value = values[at]
+                values[at] = encoded[at] if value is was[at] else encode(value)
+        result = tuple(values)
+        object.__setattr__(row, "encoded", (current, result))
+        return result
 
     def row(self, found: Sequence[Any]) -> Any:
         values = list(found)
         for at, decode in self.decode:
             values[at] = decode(values[at])
-        return self.shape.row.stored(values)
+        row = self.shape.row.stored(values)
+        if self.reads_encoded:
+            object.__setattr__(row, "encoded", (tuple(values), tuple(found)))
+        return row
 
 
 class Driver:
@@ -155,8 +196,8 @@ class Driver:
         self._error: type[Exception] = self.connection.dialect.loaded_dbapi.Error
         time_in: Encoder = _sqlite_time if self.sqlite else _pg_time
         self.time_in = time_in
-        self._jobs = _Codecs(JOB_SHAPE, time_in)
-        self._workflows = _Codecs(WORKFLOW_SHAPE, time_in)
+        self._jobs = _Codecs(JOB_SHAPE, time_in, reads_encoded=self.sqlite)
+        self._workflows = _Codecs(WORKFLOW_SHAPE, time_in, reads_encoded=self.sqlite)
 
     def sql(self, text: str) -> str:
         """`text` with this database's placeholders (written with ? here)."""
@@ -190,9 +231,6 @@ class Driver:
             cursor.close()
 
     # ---- jobs
-
-    def job_values(self, job: JobRow) -> tuple[Any, ...]:
-        return self._jobs.values(job)
 
     def job_row(self, row: Sequence[Any]) -> JobRow:
         job: JobRow = self._jobs.row(row)

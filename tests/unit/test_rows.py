@@ -46,3 +46,50 @@ def test_placeholders_are_numbered_for_asyncpg() -> None:
     assert rows._numbered("SELECT ? + ?") == "SELECT $1 + $2"
     assert rows._numbered("UPDATE t SET a = ? WHERE id = ?") == "UPDATE t SET a = $1 WHERE id = $2"
     assert rows._numbered("BEGIN") == "BEGIN"
+
+
+def _stored_job(codecs: rows._Codecs) -> tuple[tuple[object, ...], object]:
+    """A job row as the database gives it back (SQLite's encoding), and the row read from it."""
+    job = rows.JobRow({"workflow_id": 1, "jobid": 3, "status": "Running"}, new=True)
+    job.id = 9
+    job.output = ["out/a.bam"]
+    job.wildcards = {"sample": "a"}
+    job.attempts = []
+    job.started_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    found = rows._Codecs(rows.JOB_SHAPE, rows._sqlite_time, reads_encoded=False).values(job)
+    return found, codecs.row(found)
+
+
+def test_a_value_still_the_one_read_is_written_as_it_was_read() -> None:
+    columns = rows.JOB_SHAPE.columns
+    codecs = rows._Codecs(rows.JOB_SHAPE, rows._sqlite_time, reads_encoded=True)
+    found, job = _stored_job(codecs)
+    job.status = "Done"
+    job.finished_at = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
+    job.attempts = [{"attempt": 1, "status": "Done"}]  # replaced, as the machine does
+    written = codecs.values(job)
+    for name in ("output", "wildcards", "started_at"):  # the very text that was read
+        assert written[columns.index(name)] is found[columns.index(name)]
+    assert written[columns.index("attempts")] == '[{"attempt":1,"status":"Done"}]'
+    assert written[columns.index("finished_at")] == "2026-01-02 03:05:00.000000"
+    assert written[columns.index("status")] == "Done"
+    # What was just written is what is remembered: the next write reuses it, and a value
+    # replaced after that is encoded again.
+    job.output = ["out/b.bam"]
+    again = codecs.values(job)
+    assert again[columns.index("attempts")] is written[columns.index("attempts")]
+    assert again[columns.index("output")] == '["out/b.bam"]'
+    # Decoding what was written gives the row's values back.
+    assert codecs.row(again).output == ["out/b.bam"]
+
+
+def test_where_reads_come_back_decoded_everything_read_is_encoded_again() -> None:
+    codecs = rows._Codecs(rows.JOB_SHAPE, rows._pg_time, reads_encoded=False)
+    found = list(_stored_job(codecs)[0])
+    columns = rows.JOB_SHAPE.columns
+    found[columns.index("output")] = ["out/a.bam"]  # asyncpg's codec decodes JSON
+    job = codecs.row(found)
+    assert job.encoded is None
+    written = codecs.values(job)
+    assert written[columns.index("output")] == '["out/a.bam"]'
+    assert written[columns.index("started_at")] == datetime(2026, 1, 2, 3, 4, 5)
