@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from .models import Event, Job, JobRow, Workflow, WorkflowRow
@@ -17,7 +18,16 @@ from .status import JobStatus
 
 
 def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    if value is None:
+        return None
+    if value.tzinfo is UTC:  # what the store holds: cached, as equal times hash alike
+        return _utc_iso(value)  # whatever their offset, and print differently
+    return value.isoformat()
+
+
+@lru_cache(maxsize=4096)  # the same times are written again and again: each event's time,
+def _utc_iso(value: datetime) -> str:  # a job's start in each of its views
+    return value.isoformat()
 
 
 def workflow_view(wf: Workflow | WorkflowRow) -> dict[str, Any]:
@@ -154,7 +164,7 @@ def event_message(event: Event) -> dict[str, Any]:
 def feed_message(
     kind: str, seq: int, workflow_id: int | None, at: datetime, payload: dict[str, Any]
 ) -> dict[str, Any]:
-    return {"type": kind, "seq": seq, "workflow_id": workflow_id, "at": at.isoformat(), **payload}
+    return {"type": kind, "seq": seq, "workflow_id": workflow_id, "at": iso(at), **payload}
 
 
 # --------------------------------------------------------------------------- at a glance
