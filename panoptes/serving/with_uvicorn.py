@@ -5,6 +5,7 @@ The settings, each a promise the tests hold:
 - websockets through the `websockets` library's sans-I/O protocol, without
   permessage-deflate unless PANOPTES_WS_COMPRESSION is on, frames from clients over 64 KiB
   refused (1009), and no protocol pings (the feed sends its own JSON ping);
+- each response's head and body in one write (writes.py);
 - a listen backlog of 2048: a burst of hundreds of jobs' clients is not dropped;
 - the event loop is the one the command made (uvloop where installed);
 - no X-Forwarded-For rewriting of the client address (Hypercorn does none either: per-client
@@ -28,6 +29,7 @@ from ..config import Config
 from . import StartupFailed
 from .logs import redact_handlers
 from .signals import SIGNALS
+from .writes import OneWriteHttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
         host=config.host.strip("[]"),
         port=config.port,
         loop="none",  # serve() runs on the loop the command made
-        http="auto",  # httptools where installed (it is a dependency), else h11
+        http=OneWriteHttpToolsProtocol,  # httptools' (a dependency), head and body together
         ws="websockets-sansio",
         ws_max_size=WS_MAX_SIZE,
         ws_per_message_deflate=config.ws_compression,
