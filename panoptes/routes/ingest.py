@@ -55,7 +55,8 @@ class BodyDeadlines:
     def start(self, task: asyncio.Task[Any], seconds: float) -> None:
         loop = asyncio.get_running_loop()
         self._reading[task] = loop.time() + seconds
-        if self._watcher is None or self._watcher.done():
+        watcher = self._watcher
+        if watcher is None or watcher.done() or watcher.get_loop() is not loop:
             self._watcher = loop.create_task(self._watch(seconds), name="panoptes-body-deadlines")
 
     def end(self, task: asyncio.Task[Any]) -> bool:
