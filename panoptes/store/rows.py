@@ -44,8 +44,8 @@ def _null(_value: None) -> None:
 # sqlite3 binds an int, float, str or bytearray as it is; any other value (None, a flag, a
 # status, which is a StrEnum) goes through its adapter registry first, and where that has
 # no adapter for the value's type, two attribute look-ups that fail (each raising and
-# clearing an AttributeError): about 5% of the writer's instructions, as every job row
-# holds several NULLs (callgrind, benchmarks/README.md). With an adapter registered the
+# clearing an AttributeError): about 5% of all the instructions a message costs, as every
+# job row holds several NULLs (callgrind, benchmarks/README.md). With an adapter registered the
 # registry answers at once. The values bound are the same: NULL, 0 or 1, the status's text.
 sqlite3.register_adapter(type(None), _null)
 sqlite3.register_adapter(bool, int)
@@ -141,7 +141,7 @@ class _Codecs:
     A row remembers its values as last read or written, and their encodings (Row.encoded):
     a value that is still the same object is written as it was encoded then. Most of a
     job's JSON columns (its files, wildcards, resources) never change after job_info,
-    and encoding them again with each update was a tenth of the writer's work. On
+    and were encoded again with each update (nearly eight JSON encodings a message). On
     SQLite, what a row is read with is that encoding (text as written); PostgreSQL's
     driver hands back JSON decoded, so there only what was written is remembered."""
 
