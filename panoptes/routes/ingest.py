@@ -59,13 +59,14 @@ class BodyDeadlines:
         if watcher is None or watcher.done() or watcher.get_loop() is not loop:
             self._watcher = loop.create_task(self._watch(seconds), name="panoptes-body-deadlines")
 
-    def end(self, task: asyncio.Task[Any]) -> bool:
-        """Stop watching `task`; whether the watcher cancelled its read."""
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the watcher cancelled `task`'s read (its limit was up)."""
+        return task in self._expired
+
+    def end(self, task: asyncio.Task[Any]) -> None:
+        """Stop watching `task`."""
         self._reading.pop(task, None)
-        if task in self._expired:
-            self._expired.discard(task)
-            return True
-        return False
+        self._expired.discard(task)
 
     async def _watch(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
@@ -172,10 +173,10 @@ class IngestEndpoint:
                 if not event.get("more_body", False):
                     return b"".join(chunks)
         except asyncio.CancelledError:
-            if self.deadlines.end(task):
-                task.uncancel()
-                raise RequestTimeout(f"the body did not arrive within {limit} s") from None
-            raise
+            if not self.deadlines.expired(task):
+                raise
+            task.uncancel()
+            raise RequestTimeout(f"the body did not arrive within {limit} s") from None
         finally:
             self.deadlines.end(task)
 

@@ -2,9 +2,10 @@
 
 uvicorn writes a response's head to the socket when the app starts the response, and its
 body when the app sends it: two writes, two segments on the wire, for every ingest answer.
-On loopback each write also wakes the client, and the answer's two halves cost the server
-and the client twice what one would (benchmarks/README.md: about 5% of the server's CPU
-per message, and a third of the load generator's). Here a write is held until the next one
+On loopback each write also wakes the client, so an answer in two halves costs both sides
+more than one in a piece (uvicorn patched this way in an earlier session: 4 to 5% less of
+the server's CPU per message, 30% less of the load generator's; benchmarks/README.md has
+this round's figures with it). Here a write is held until the next one
 or the end of the event loop's turn, whichever comes first: a head and the body the app
 sends right after it leave in one write, and nothing waits longer than the current turn
 of the loop. Order is kept, and whatever is held goes out before the connection closes.

@@ -45,8 +45,9 @@ def _null(_value: None) -> None:
 # status, which is a StrEnum) goes through its adapter registry first, and where that has
 # no adapter for the value's type, two attribute look-ups that fail (each raising and
 # clearing an AttributeError): about 5% of all the instructions a message costs, as every
-# job row holds several NULLs (callgrind, benchmarks/README.md). With an adapter registered the
-# registry answers at once. The values bound are the same: NULL, 0 or 1, the status's text.
+# job row holds several NULLs (callgrind, benchmarks/README.md). With an adapter registered
+# the registry answers at once. The values bound are the same: NULL, 0 or 1, the status's
+# text.
 sqlite3.register_adapter(type(None), _null)
 sqlite3.register_adapter(bool, int)
 for _kind in (WorkflowStatus, JobStatus, EventKind):

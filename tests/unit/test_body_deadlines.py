@@ -15,10 +15,10 @@ async def read(deadlines: BodyDeadlines, arrives: asyncio.Future[bytes], seconds
     try:
         return (await arrives).decode()
     except asyncio.CancelledError:
-        if deadlines.end(task):
-            task.uncancel()
-            return "timed out"
-        raise
+        if not deadlines.expired(task):
+            raise
+        task.uncancel()
+        return "timed out"
     finally:
         deadlines.end(task)
 
