@@ -243,6 +243,11 @@ class Row:
         object.__setattr__(self, "new", False)
         object.__setattr__(self, "changed", False)
 
+    def snapshot(self) -> Self:
+        """A copy to hand out of the writer: the batches after this one may go on changing
+        the row itself (store/sql.py, Carried) while the copy is read elsewhere."""
+        return self.stored([getattr(self, name) for name in self.COLUMNS])
+
 
 class JobRow(Row):
     """A job of the writer's batch (Row)."""

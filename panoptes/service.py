@@ -278,17 +278,17 @@ class Service:
             wf = self._existing(tx, workflow_id)
             registered_as_asked = wf.name == asked or runs.is_suffixed(wf.name, asked)
             if wf.name == name or (len(name) > MAX_NAME_CHARS and registered_as_asked):
-                return wf
+                return wf.snapshot()
             if len(name) > MAX_NAME_CHARS:
                 raise BadRequest(f"'name' must be at most {MAX_NAME_CHARS} characters")
             taken = tx.workflow_named(name)
             if taken is not None:
                 if registered_as_asked:  # asked == name here
-                    return wf
+                    return wf.snapshot()
                 raise Conflict(f"another workflow (id {taken.id}) is already named {name!r}")
             wf.name = name
             tx.changed_workflow(wf, EventKind.WORKFLOW_RENAMED)
-            return wf
+            return wf.snapshot()
 
         try:
             return await self.writer.submit(op)
@@ -299,14 +299,14 @@ class Service:
         def op(tx: Tx) -> WorkflowRow:
             wf = self._existing(tx, workflow_id)
             if wf.status == W.CANCELLED:
-                return wf
+                return wf.snapshot()
             if not machine.can(wf, Trigger.CANCELLED):
                 raise Conflict(
                     f"workflow {workflow_id} is {wf.status}; only Running or Stale "
                     "workflows can be cancelled"
                 )
             runs.cancel_workflow(tx, wf)
-            return wf
+            return wf.snapshot()
 
         return await self.writer.submit(op)
 

@@ -193,7 +193,8 @@ class Driver:
     def __init__(self, session: Session) -> None:
         self.connection = session.connection()
         self.sqlite = self.connection.dialect.name == "sqlite"
-        self._dbapi: Any = self.connection.connection.dbapi_connection
+        # The driver's own connection (sqlite3's, asyncpg's adapted).
+        self.dbapi: Any = self.connection.connection.dbapi_connection
         self._error: type[Exception] = self.connection.dialect.loaded_dbapi.Error
         time_in: Encoder = _sqlite_time if self.sqlite else _pg_time
         self.time_in = time_in
@@ -219,7 +220,7 @@ class Driver:
         # The driver's own cursor: SQLAlchemy's execution of a plain string still cost more
         # than the statement. Its errors are SQLAlchemy's as anywhere else
         # (db.database_failed tells an outage from a fault by them).
-        cursor = self._dbapi.cursor()
+        cursor = self.dbapi.cursor()
         try:
             if many:
                 cursor.executemany(self.sql(text), params)

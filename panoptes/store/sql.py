@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
-from ..models import Event, JobRow, WorkflowRow
+from ..models import JOB_COLUMNS, Event, JobRow, WorkflowRow
 from ..shapes import count_job, rule_view
 from .rows import Driver, chunks
 
@@ -44,25 +45,101 @@ class Preload:
 
 @dataclass
 class Loaded:
-    workflows: dict[int, WorkflowRow]
-    jobs: dict[JobKey, JobRow]
-    absent_workflows: set[int]
-    absent_jobs: set[JobKey]
+    """The workflows and jobs a batch holds (its own copies, written back by flush), those
+    it looked for when it began and did not find, and the per-rule job counts it knows."""
+
+    workflows: dict[int, WorkflowRow] = field(default_factory=dict)
+    jobs: dict[JobKey, JobRow] = field(default_factory=dict)
+    absent_workflows: set[int] = field(default_factory=set)
+    absent_jobs: set[JobKey] = field(default_factory=set)
+    # Jobs by status of some (workflow, rule)s, as the database has them after the last
+    # flush: flush moves them with each job it writes; rule_counts counts the others.
+    counts: dict[RuleKey, dict[str, int]] = field(default_factory=dict)
+
+    def forget(self, workflow_ids: Collection[int], *, workflows: bool) -> None:
+        """These workflows' jobs are gone (and, if `workflows`, the workflows)."""
+        for job_key in [key for key in self.jobs if key[0] in workflow_ids]:
+            del self.jobs[job_key]
+        for rule_key in [key for key in self.counts if key[0] in workflow_ids]:
+            del self.counts[rule_key]
+        if workflows:
+            for workflow_id in workflow_ids:
+                self.workflows.pop(workflow_id, None)
+                self.absent_workflows.add(workflow_id)
 
 
-def preload(session: Session, wanted: list[Preload]) -> Loaded:
+def preload(session: Session, wanted: list[Preload], loaded: Loaded | None = None) -> Loaded:
+    """What the batch's operations will look up, in one query per table: added to `loaded`
+    (rows an earlier batch handed on, see Carried), read only where it lacks them."""
+    loaded = Loaded() if loaded is None else loaded
     rows = driver(session)
-    workflow_ids = sorted({workflow_id for p in wanted for workflow_id in p.workflows})
-    workflows = {wf.id: wf for wf in rows.workflows(workflow_ids)}
-    keys = {key for p in wanted for key in p.jobs}
+    workflow_ids = sorted(
+        {workflow_id for p in wanted for workflow_id in p.workflows} - loaded.workflows.keys()
+    )
+    for wf in rows.workflows(workflow_ids):
+        loaded.workflows[wf.id] = wf
+    keys = {key for p in wanted for key in p.jobs} - loaded.jobs.keys()
     by_workflow: dict[int, list[int]] = {}
     for workflow_id, jobid in sorted(keys):
         by_workflow.setdefault(workflow_id, []).append(jobid)
-    jobs: dict[JobKey, JobRow] = {}
     for workflow_id, jobids in by_workflow.items():
         for job in rows.jobs(workflow_id, jobids):
-            jobs[(job.workflow_id, job.jobid)] = job
-    return Loaded(workflows, jobs, set(workflow_ids) - workflows.keys(), keys - jobs.keys())
+            loaded.jobs[(job.workflow_id, job.jobid)] = job
+    loaded.absent_workflows = set(workflow_ids) - loaded.workflows.keys()
+    loaded.absent_jobs = keys - loaded.jobs.keys()
+    return loaded
+
+
+class Carried:
+    """The rows and counts one batch hands on to the next, on an SQLite file: a job gets
+    several messages (job_info, job_started, job_finished), each about a workflow that had
+    one a moment before, and reading the rows again (and counting their rules) with each
+    was a seventh of all a message cost (benchmarks/README.md).
+
+    They are what the database holds as long as nobody else wrote to it: SQLite's
+    data_version moves when another connection (another process, a command) has committed,
+    and it is read with the write lock held, so nobody can commit between that reading
+    and the batch's commit. A batch that did not commit leaves its rows changed in memory
+    only: they are dropped (`drop`). What the batch deletes it forgets (Loaded.forget).
+    Past MAX_JOBS and MAX_WORKFLOWS the oldest are let go (a job held weighs about 3 KB)."""
+
+    MAX_JOBS = 2048
+    MAX_WORKFLOWS = 256
+    MAX_COUNTS = 8192
+
+    def __init__(self) -> None:
+        self.loaded = Loaded()
+        self._connection: Any = None
+        self._version: int | None = None
+
+    def take(self, session: Session) -> Loaded:
+        """What the last batch left, if it is still what the database holds. Called inside
+        the batch's transaction, after it took the write lock."""
+        rows = driver(session)
+        ((version,),) = rows.rows("PRAGMA data_version")
+        if rows.dbapi is not self._connection or version != self._version:
+            self.loaded = Loaded()
+        self._connection, self._version = rows.dbapi, version
+        return self.loaded
+
+    def keep(self) -> None:
+        """The batch committed: what it holds is stored; the oldest past the limits go."""
+        loaded = self.loaded
+        _let_go(loaded.jobs, self.MAX_JOBS)
+        _let_go(loaded.workflows, self.MAX_WORKFLOWS)
+        if len(loaded.counts) > self.MAX_COUNTS:
+            loaded.counts.clear()
+
+    def drop(self) -> None:
+        self.loaded = Loaded()
+        self._version = None
+
+
+def _let_go(table: dict[Any, Any], limit: int) -> None:
+    """Past `limit`, the oldest entries go, down to half of it."""
+    if len(table) > limit:
+        for key in list(islice(table, len(table) - limit // 2)):
+            del table[key]
 
 
 def driver(session: Session) -> Driver:
@@ -86,12 +163,43 @@ def flush(session: Session, loaded: Loaded) -> None:
         rows.update_workflows(workflows)
     new = [job for job in loaded.jobs.values() if job.new]
     changed = [job for job in loaded.jobs.values() if job.changed and not job.new]
+    if loaded.counts:
+        _count_moves(loaded.counts, new, changed)  # before writing: it reads what was stored
     if new:
         rows.insert_jobs(new)
     if changed:
         rows.update_jobs(changed)
     for row in (*workflows, *new, *changed):
         row.written()
+
+
+_RULE = JOB_COLUMNS.index("rule")
+_STATUS = JOB_COLUMNS.index("status")
+
+
+def _count_moves(
+    counts: dict[RuleKey, dict[str, int]], new: list[JobRow], changed: list[JobRow]
+) -> None:
+    """Move the known counts by the jobs about to be written: a new job counts where it is,
+    a changed one leaves the (rule, status) it was stored with."""
+
+    def move(key: RuleKey, status: str, by: int) -> None:
+        tally = counts.get(key)
+        if tally is not None:
+            tally[status] = tally.get(status, 0) + by
+
+    for job in new:
+        move((job.workflow_id, job.rule), job.status, 1)
+    for job in changed:
+        if job.encoded is None:  # what it was stored with is not known: count again
+            for key in [key for key in counts if key[0] == job.workflow_id]:
+                del counts[key]
+            continue
+        was = job.encoded[0]
+        rule, status = was[_RULE], was[_STATUS]
+        if rule != job.rule or status != job.status:
+            move((job.workflow_id, rule), status, -1)
+            move((job.workflow_id, job.rule), job.status, 1)
 
 
 def insert_events(session: Session, rows: list[dict[str, Any]]) -> list[int]:
@@ -130,17 +238,28 @@ event.listen(SQLiteWriteSession, "before_flush", _number_new_rows)
 # ---- counting
 
 
-def rule_counts(session: Session, keys: Collection[RuleKey]) -> dict[RuleKey, dict[str, Any]]:
-    """The counts of some rules as the open transaction has them, by (workflow id, rule)."""
+def rule_counts(
+    session: Session, keys: Collection[RuleKey], known: dict[RuleKey, dict[str, int]]
+) -> dict[RuleKey, dict[str, Any]]:
+    """The counts of some rules as the open transaction has them, by (workflow id, rule):
+    those in `known` as they are there, the others counted (and added to `known`). Call
+    after a flush."""
     counts = {key: rule_view(key[1]) for key in keys}
     by_workflow: dict[int, list[str | None]] = {}
-    for workflow_id, rule in sorted(keys, key=lambda key: (key[0], key[1] or "")):
-        by_workflow.setdefault(workflow_id, []).append(rule)
+    for key in sorted(keys, key=lambda key: (key[0], key[1] or "")):
+        if key not in known:
+            by_workflow.setdefault(key[0], []).append(key[1])
     rows = driver(session)
     for workflow_id, rules in by_workflow.items():
+        for rule in rules:
+            known[(workflow_id, rule)] = {}
         for chunk in chunks(rules):
             for rule, status, count in rows.rule_counts(workflow_id, chunk):
-                count_job(counts[(workflow_id, rule)], status, count)
+                known[(workflow_id, rule)][status] = count
+    for key, view in counts.items():
+        for status, count in known[key].items():
+            if count:
+                count_job(view, status, count)
     return counts
 
 

@@ -246,13 +246,7 @@ class Tx:
         self._forget({workflow_id}, workflows=False)
 
     def _forget(self, workflow_ids: set[int], *, workflows: bool) -> None:
-        jobs = self.loaded.jobs
-        for key in [key for key in jobs if key[0] in workflow_ids]:
-            del jobs[key]
-        if workflows:
-            for workflow_id in workflow_ids:
-                self.loaded.workflows.pop(workflow_id, None)
-                self.loaded.absent_workflows.add(workflow_id)
+        self.loaded.forget(workflow_ids, workflows=workflows)
         self.batch.forget(workflow_ids, workflows=workflows)
         self.changes.forget(workflow_ids, workflows=workflows)
 
@@ -268,7 +262,7 @@ def announce(
     if not changes:
         return messages
     rules = changes.rules | {(job.workflow_id, job.rule) for job in changes.jobs.values()}
-    counts = rule_counts(session, rules)
+    counts = rule_counts(session, rules, loaded.counts)
     now = utcnow()
     rows: list[dict[str, Any]] = []
 

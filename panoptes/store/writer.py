@@ -28,7 +28,7 @@ from ..config import DEFAULT_DB_TIMEOUT
 from ..db import database_failed, make_sync_sqlite_engine, sqlite_file
 from ..errors import DatabaseUnavailable, PanoptesError
 from ..models import Event
-from .sql import FileTurn, Preload, SQLiteWriteSession, preload, take_turn
+from .sql import Carried, FileTurn, Preload, SQLiteWriteSession, preload, take_turn
 from .tx import Changes, Refusal, Tx, announce
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,11 @@ class Writer:
         self._thread: ThreadPoolExecutor | None = None
         self._sync_engine: Engine | None = None
         self._turn: FileTurn | None = None
+        # What one batch hands on to the next, on a file (sql.Carried). PostgreSQL's other
+        # writers (replicas) leave no trace a batch could check.
+        self._carried: Carried | None = None
         if database is not None:
+            self._carried = Carried()
             self._sync_engine = make_sync_sqlite_engine(engine.url, timeout)
             self._sync_sessions = sessionmaker(
                 self._sync_engine,
@@ -332,9 +336,16 @@ class Writer:
             return await session.run_sync(_transaction, batch)
 
     def _in_thread(self, batch: list[_Pending]) -> _Outcome:
-        assert self._turn is not None
-        with self._turn, self._sync_sessions() as session, session.begin():
-            return _transaction(session, batch)
+        assert self._turn is not None and self._carried is not None
+        carried = self._carried
+        try:
+            with self._turn, self._sync_sessions() as session, session.begin():
+                outcome = _transaction(session, batch, carried)
+        except BaseException:
+            carried.drop()  # its rows hold what was not committed
+            raise
+        carried.keep()
+        return outcome
 
     async def _finish(self, batch: list[_Pending], outcome: _Outcome) -> None:
         self.failing = False
@@ -354,12 +365,16 @@ class Writer:
                 log.exception("publishing %d events failed", len(outcome.messages))
 
 
-def _transaction(session: Session, batch: list[_Pending]) -> _Outcome:
-    """A batch's operations in the open transaction of `session`, which commits after."""
+def _transaction(
+    session: Session, batch: list[_Pending], carried: Carried | None = None
+) -> _Outcome:
+    """A batch's operations in the open transaction of `session`, which commits after,
+    starting from what the batch before left if `carried`."""
     events: list[Event] = []
     results: list[tuple[bool, Any]] = []
     take_turn(session)
-    loaded = preload(session, [p.preload for p in batch if p.preload])
+    known = carried.take(session) if carried is not None else None
+    loaded = preload(session, [p.preload for p in batch if p.preload], known)
     changes = Changes()
     for pending in batch:
         tx = Tx(session=session, events=events, loaded=loaded, batch=changes)
