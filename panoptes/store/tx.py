@@ -3,10 +3,12 @@ the service's operations read and change, and the changes a batch announces as e
 
 Operations mark what they change (`changed_workflow`, `changed_job`); the batch turns that
 into events once, at its end (`announce`): one event per changed object carrying its final
-state, one rule.updated per rule whose counts may have moved, all counted in one query.
-The batch holds the workflows and jobs it reads and changes as plain rows (models.Row, in
-`Loaded`), one copy of each, and writes them back when it flushes. A method here that reads
-with SQL what the batch may have changed flushes first.
+state, one rule.updated per rule whose counts may have moved (kept from batch to batch
+where they can be, counted with one query per workflow where not: sql.rule_counts). The
+batch holds the workflows and jobs it reads and changes as plain rows (models.Row, in
+`Loaded`, maybe handed on by the batch before: sql.Carried), one copy of each, and writes
+them back when it flushes. A method here that reads with SQL what the batch may have
+changed flushes first.
 """
 
 from __future__ import annotations
