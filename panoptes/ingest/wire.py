@@ -218,6 +218,16 @@ def loads(text: str) -> Any:
         return clean(json.loads(text))  # ValueError (or RecursionError) if it is not JSON
 
 
+def _canonical(body: dict[str, Any]) -> str:
+    """The message as one text whatever the order of its keys (what its digest is of): by
+    orjson, or by json for what orjson refuses (an integer over 64 bits, which the JSON
+    columns store the same way: db.json_dumps)."""
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(body, sort_keys=True)
+
+
 def _event_time(body: dict[str, Any], received: datetime) -> datetime:
     """The legacy clients' own event time when it is believable, else the receive time."""
     stamp = body.get("timestamp")
@@ -268,7 +278,7 @@ def parse_message(envelope: dict[str, Any], received: datetime | None = None) ->
         raise InvalidMessage("'msg' must encode a JSON object")
     if raw_text is None:
         body = clean(body)  # first: orjson cannot write what is nested too deeply
-        raw_text = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+        raw_text = _canonical(body)
     elif "\\u0000" in raw_text or raw_text.count("[") + raw_text.count("{") > MAX_DEPTH:
         # The cheap tests above spare nearly every message the walk through it.
         body = clean(body)

@@ -49,3 +49,14 @@ def test_a_job_stats_table_too_long_to_plan_by_gives_the_total_only() -> None:
     planned = parse_job_stats(table(MAX_PLANNED_RULES))
     assert planned is not None and len(planned[0]) == MAX_PLANNED_RULES
     assert parse_job_stats(table(MAX_PLANNED_RULES + 1)) == ({}, 3 * (MAX_PLANNED_RULES + 1))
+
+
+def test_a_message_object_with_an_integer_over_64_bits_is_kept_not_a_500() -> None:
+    # A JSON body's msg may be an object, decoded by Python's json where orjson refused it:
+    # its integers may be of any size. Its digest (of its text) was made by orjson, which
+    # raised TypeError, a 500 (found by tests/test_fuzz_ingest.py).
+    huge = -(2**63) - 1
+    one = parse_message({"msg": {"level": "x", "n": huge, "timestamp": 1.0}, "id": 1})
+    other = parse_message({"msg": {"timestamp": 1.0, "n": huge, "level": "x"}, "id": 1})
+    assert one.body["n"] == huge
+    assert one.digest is not None and one.digest == other.digest
