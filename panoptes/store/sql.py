@@ -60,8 +60,7 @@ class Loaded:
         """These workflows' jobs are gone (and, if `workflows`, the workflows)."""
         for job_key in [key for key in self.jobs if key[0] in workflow_ids]:
             del self.jobs[job_key]
-        for rule_key in [key for key in self.counts if key[0] in workflow_ids]:
-            del self.counts[rule_key]
+        _drop_counts(self.counts, workflow_ids)
         if workflows:
             for workflow_id in workflow_ids:
                 self.workflows.pop(workflow_id, None)
@@ -131,8 +130,8 @@ class Carried:
             loaded.counts.clear()
 
     def drop(self) -> None:
+        """The batch did not commit: its rows hold changes the database does not."""
         self.loaded = Loaded()
-        self._version = None
 
 
 def _let_go(table: dict[Any, Any], limit: int) -> None:
@@ -192,14 +191,19 @@ def _count_moves(
         move((job.workflow_id, job.rule), job.status, 1)
     for job in changed:
         if job.encoded is None:  # what it was stored with is not known: count again
-            for key in [key for key in counts if key[0] == job.workflow_id]:
-                del counts[key]
+            _drop_counts(counts, {job.workflow_id})
             continue
         was = job.encoded[0]
         rule, status = was[_RULE], was[_STATUS]
         if rule != job.rule or status != job.status:
             move((job.workflow_id, rule), status, -1)
             move((job.workflow_id, job.rule), job.status, 1)
+
+
+def _drop_counts(counts: dict[RuleKey, dict[str, int]], workflow_ids: Collection[int]) -> None:
+    """These workflows' rules are counted again when next needed."""
+    for key in [key for key in counts if key[0] in workflow_ids]:
+        del counts[key]
 
 
 def insert_events(session: Session, rows: list[dict[str, Any]]) -> list[int]:
