@@ -6,6 +6,7 @@ the same load in the same run, and how many times the first one's events/s panop
     .venv/bin/python benchmarks/upstream.py --concurrency 32,256 --connections keep-alive,close
     .venv/bin/python benchmarks/upstream.py --rounds 1            # about a minute
     .venv/bin/python benchmarks/upstream.py --workers 1,2         # panoptes in 1 and 2 processes
+    .venv/bin/python benchmarks/upstream.py --repeat 3            # 3 alternating pairs, median
 
 The load is ingest.py's: --workflows x --rounds workflows of --jobs jobs, registered through
 GET /create_workflow, then for every job job_started, job_info and job_finished in order on
@@ -34,6 +35,12 @@ check found a wrong or missing job, or if panoptes refused a request. Server CPU
 user+system time of every server process (gunicorn's master and workers) during the load,
 from /proc; client CPU is the load generator's. The load generator runs on the same
 machine, so the figures are a lower bound for both.
+
+Both servers' speed moves with this shared VM's, by up to 30% between runs minutes apart,
+and not always together (panoptes-ui waits on the disk more, panoptes on the CPU). With
+--repeat N each row is measured N times, panoptes-ui and panoptes taking turns, and each
+panoptes run is divided by the panoptes-ui run just before it; the ratios of the N pairs are
+printed with their median.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,6 +231,12 @@ def main() -> int:
         default="redis://127.0.0.1:6379/0",
         help="PANOPTES_BROADCAST_URL for runs with several workers",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each row this many times, the two servers taking turns",
+    )
     args = parser.parse_args()
     worker_counts = [int(count) for count in args.workers.split(",")]
     levels, modes = levels_and_modes(parser, args)
@@ -240,14 +254,15 @@ def main() -> int:
         folder = Path(tmp)
         for mode in modes:
             for level in levels:
-                theirs = run_upstream(args, level, mode, folder)
-                upstreams.append(theirs)
-                print(theirs.row(), flush=True)
-                for workers in worker_counts:
-                    env = {"PANOPTES_BROADCAST_URL": args.broadcast} if workers > 1 else {}
-                    ours = run(args, env, Shape("uvicorn", workers, level, mode), folder)
-                    print(ours.row(), flush=True)
-                    pairs.append((ours, theirs))
+                for _ in range(args.repeat):
+                    theirs = run_upstream(args, level, mode, folder)
+                    upstreams.append(theirs)
+                    print(theirs.row(), flush=True)
+                    for workers in worker_counts:
+                        env = {"PANOPTES_BROADCAST_URL": args.broadcast} if workers > 1 else {}
+                        ours = run(args, env, Shape("uvicorn", workers, level, mode), folder)
+                        print(ours.row(), flush=True)
+                        pairs.append((ours, theirs))
     print("srv us / cli us: CPU time per event of the server processes / of the load generator")
     for theirs in upstreams:
         for problem in theirs.problems[:5]:
@@ -258,6 +273,13 @@ def main() -> int:
             print(f"{theirs.label}: every workflow Done, every job stored once, Done, as sent")
     for ours, theirs in pairs:
         print(f"{ours.label}: {ours.rate / theirs.rate:.1f}x {UPSTREAM}'s {theirs.rate:.0f}/s")
+    if args.repeat > 1:
+        ratios: dict[str, list[float]] = {}
+        for ours, theirs in pairs:
+            ratios.setdefault(ours.label, []).append(ours.rate / theirs.rate)
+        for name, found in ratios.items():
+            each = ", ".join(f"{ratio:.1f}x" for ratio in found)
+            print(f"{name}: median {statistics.median(found):.1f}x of {len(found)} pairs ({each})")
     wrong = [problem for ours, _ in pairs for problem in ours.problems]
     for problem in wrong[:20]:
         print("WRONG:", problem)
