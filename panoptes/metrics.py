@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterator
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .status import WorkflowStatus
@@ -26,6 +35,15 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 
 # Ingest is expected in milliseconds; the upper buckets catch a database that stalls.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OUTCOMES = ("stored", "duplicate", "refused", "unavailable")
+EVENTS = (
+    "panoptes_events_ingested",
+    "Client messages received on /update_workflow_status, by outcome",
+)
+SECONDS = (
+    "panoptes_ingest_seconds",
+    "Time from receiving a client message to acknowledging it (stored and committed)",
+)
 
 
 def shared_directory() -> str | None:
@@ -66,29 +84,70 @@ class _BuildInfo(Collector):
         yield family
 
 
+def _created_series() -> bool:
+    """Whether `*_created` samples are shown, as prometheus-client decides it."""
+    flag = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False")
+    return flag.lower() not in ("true", "1", "t")
+
+
+class _IngestTally(Collector):
+    """panoptes_events_ingested and panoptes_ingest_seconds in a process that keeps its own
+    values (no PROMETHEUS_MULTIPROC_DIR): plain numbers, moved on the event loop with every
+    message and made into samples when /metrics is read. prometheus-client's Counter.inc and
+    Histogram.observe take a lock each and cost about 2% of an ingest message
+    (benchmarks/instructions.py); the text is the same as theirs (tests/unit/test_tally.py)."""
+
+    def __init__(self) -> None:
+        self.created = time.time()
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # not cumulative; the last: +Inf
+        self.sum = 0.0
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+
+    def took(self, seconds: float) -> None:
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bound >= it
+        self.sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        created = self.created if _created_series() else None
+        events = CounterMetricFamily(*EVENTS, labels=["outcome"])
+        for outcome, count in self.outcomes.items():
+            events.add_metric([outcome], count, created=created)
+        yield events
+        seconds = HistogramMetricFamily(*SECONDS)
+        bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
+        cumulative, buckets = 0, []
+        for bound, count in zip(bounds, self.buckets, strict=True):
+            cumulative += count
+            buckets.append((bound, float(cumulative)))
+        seconds.add_metric([], buckets, self.sum)
+        if created is not None:
+            seconds.samples.append(Sample(f"{SECONDS[0]}_created", {}, created))
+        yield seconds
+
+
 class Metrics:
     def __init__(self, database: str = "sqlite", broadcast: str = "memory") -> None:
         """`database` and `broadcast` name the backends, as GET /api/service-info does."""
         self.registry = CollectorRegistry()
         self.shared = shared_directory()
-        self.events = Counter(
-            "panoptes_events_ingested",
-            "Client messages received on /update_workflow_status, by outcome",
-            ["outcome"],
-            registry=self.registry,
-        )
-        # One child per outcome, made now: listed at 0 before the first message, and not
-        # looked up again for every message.
-        self.outcomes = {
-            outcome: self.events.labels(outcome=outcome)
-            for outcome in ("stored", "duplicate", "refused", "unavailable")
-        }
-        self.ingest_seconds = Histogram(
-            "panoptes_ingest_seconds",
-            "Time from receiving a client message to acknowledging it (stored and committed)",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        # Every ingest message: its outcome (one of OUTCOMES), and the seconds it took.
+        self.ingested: Callable[[str], None]
+        self.ingest_took: Callable[[float], None]
+        if self.shared is None:
+            tally = _IngestTally()
+            self.registry.register(tally)
+            self.ingested, self.ingest_took = tally.count, tally.took
+        else:  # kept in the shared files, which prometheus-client's own metrics write
+            events = Counter(*EVENTS, ["outcome"], registry=self.registry)
+            # One child per outcome, made now: listed at 0 before the first message, and
+            # not looked up again for every message.
+            outcomes = {outcome: events.labels(outcome=outcome) for outcome in OUTCOMES}
+            seconds = Histogram(*SECONDS, buckets=LATENCY_BUCKETS, registry=self.registry)
+            self.ingested = lambda outcome: outcomes[outcome].inc()
+            self.ingest_took = seconds.observe
         self.workflows_registered = Counter(
             "panoptes_workflows_registered",
             "Workflows registered through /create_workflow",

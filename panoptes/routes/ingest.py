@@ -110,7 +110,7 @@ class IngestEndpoint:
             crashed = Unavailable(crash_detail(exc), error="internal error")
             status, body, extra = render(crashed)
         if status == 200:
-            running.metrics.ingest_seconds.observe(time.perf_counter() - started)
+            running.metrics.ingest_took(time.perf_counter() - started)
         headers = [
             *self.headers,
             (b"content-length", str(len(body)).encode()),

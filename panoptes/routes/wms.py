@@ -94,18 +94,18 @@ async def ingest_fields(running: Service, fields: dict[str, Any], client: str) -
         stored = await running.ingest(wire.parse_message(fields))
     except Unavailable as exc:  # the database failed or hangs: not the message's fault
         log.warning("could not store a message from %s: %s", client, exc)
-        running.metrics.outcomes["unavailable"].inc()
+        running.metrics.ingested("unavailable")
         raise
     except PanoptesError as exc:  # a malformed message, an unknown workflow
         refused(running, client, exc)
         raise
-    running.metrics.outcomes["stored" if stored else "duplicate"].inc()
+    running.metrics.ingested("stored" if stored else "duplicate")
     return {"status": "ok" if stored else "duplicate"}
 
 
 def refused(running: Service, client: str, exc: PanoptesError) -> None:
     log.warning("refused a message from %s: %s", client, exc)
-    running.metrics.outcomes["refused"].inc()
+    running.metrics.ingested("refused")
 
 
 # No automatic OPTIONS: the fast endpoint answers every other method with 405 too.
