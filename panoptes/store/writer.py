@@ -187,7 +187,9 @@ class Writer:
         other operations of its batch: it may only use the Tx it is given. `weight` is
         about how many rows it writes (see MAX_BATCH_WEIGHT). `allowed_seconds`, for what
         may rightly take long (removing many workflows at once), replaces the writer's
-        timeout: a batch holding it is taken for hung only after that long."""
+        timeout: a batch holding it is taken for hung only after that long. A submitter
+        cancelled while it waits (Hypercorn cancels a request whose client went away) cancels
+        the operation too: not yet begun, it never runs; begun, it commits unanswered."""
         allowance = max(allowed_seconds or 0.0, self.timeout)
         if self._task is None or self._task.done():
             raise RuntimeError("the writer is not running")
@@ -199,8 +201,8 @@ class Writer:
         pending = _Pending(operation, future, preload, weight, allowance, deadline)
         self._waiting.add(pending)
         try:
-            await self._queue.put(pending)
-            return await asyncio.shield(future)
+            self._queue.put_nowait(pending)  # the queue has no bound
+            return await future
         finally:
             self._waiting.discard(pending)
 
