@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -509,3 +510,42 @@ async def test_a_write_past_its_time_gets_503_unless_it_was_allowed_longer(
         assert time.monotonic() - began < 0.1
         await asyncio.sleep(0.6)  # the slow one ends
         assert await writer.submit(slow, allowed_seconds=5) == "done"
+
+
+async def test_a_cancelled_submitter_takes_its_operation_with_it_unless_it_began(
+    tmp_path: Path,
+) -> None:
+    """Hypercorn cancels a request whose client went away. Its operation, still queued,
+    never runs; one already in the batch being written commits, unanswered; the writer
+    goes on with the rest."""
+    app = create_app(Config(db_url=database_url(str(tmp_path / "cancel.db"))))
+    async with app.test_app():
+        writer = service(app).writer
+        began, gate = threading.Event(), threading.Event()
+        ran: list[str] = []
+
+        def held(tx: Tx) -> str:
+            ran.append("held")
+            began.set()
+            gate.wait(5)
+            return "held"
+
+        def noting(name: str) -> Operation:
+            def run(tx: Tx) -> str:
+                ran.append(name)
+                return name
+
+            return run
+
+        first = asyncio.create_task(writer.submit(held))
+        assert await asyncio.to_thread(began.wait, 5)  # the batch holding it is being written
+        queued = asyncio.create_task(writer.submit(noting("queued")))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        first.cancel()  # its operation has begun
+        gate.set()
+        for task in (first, queued):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert await writer.submit(noting("after")) == "after"
+        assert ran == ["held", "after"]
