@@ -47,10 +47,10 @@ def create_app(config: Config | None = None, *, fast_ingest: bool = True) -> Qua
     app.register_blueprint(notifications.bp)
     _register_errors(app)
     feed.install(app)  # innermost: the server's send as Quart is given it
-    if fast_ingest:
-        ingest.install(app, config)  # inside auth's /t/<token>/ prefix handling
     auth.install(app, config)
-    hosts.install(app, config)  # outermost: a request for a foreign name goes no further
+    hosts.install(app, config)  # a request for a foreign name goes no further
+    if fast_ingest:
+        ingest.install(app, config)  # outermost: checks the host and the token prefix itself
 
     @app.before_serving
     async def start() -> None:

@@ -65,13 +65,42 @@ def is_accepted(header: str | None, names: frozenset[str] | None) -> bool:
     return _is_address(name) or name == "localhost" or name.endswith(".localhost") or name in names
 
 
+class Acceptance:
+    """is_accepted for one server's names, remembered by the raw Host header (a client sends
+    the same one with every request): the answer in one dict look-up."""
+
+    KEPT = 256  # headers remembered; others are worked out each time
+
+    def __init__(self, config: Config) -> None:
+        self.names = accepted_names(config)
+        self._known: dict[bytes, bool] = {}
+
+    def __call__(self, raw: bytes) -> bool:
+        known = self._known.get(raw)
+        if known is None:
+            known = is_accepted(raw.decode("latin-1"), self.names)
+            if len(self._known) < self.KEPT:
+                self._known[raw] = known
+        return known
+
+
+def raw_host(scope: Any) -> bytes:
+    """The request's (first) Host header, as sent."""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return value  # type: ignore[no-any-return]
+    return b""
+
+
 class HostCheck:
-    """ASGI middleware, outermost: refuses requests for a name this server does not answer
-    for before anything else sees them."""
+    """ASGI middleware, outermost but for the ingest endpoint (which checks the same itself):
+    refuses requests for a name this server does not answer for before anything else sees
+    them."""
 
     def __init__(self, app: Any, config: Config) -> None:
         self.app = app
-        self.names = accepted_names(config)
+        self.accepts = Acceptance(config)
+        self.names = self.accepts.names
         self.headers = raw_json_headers(config)
         shown = (
             "any"
@@ -84,10 +113,11 @@ class HostCheck:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
-        if is_accepted(host, self.names):
+        raw = raw_host(scope)
+        if self.accepts(raw):
             await self.app(scope, receive, send)
             return
+        host = raw.decode("latin-1")
         refused = Misdirected(
             f"this panoptes does not answer for the host {host_name(host)!r}; "
             "add it to PANOPTES_ALLOWED_HOSTS if it is this server's name"

@@ -5,7 +5,11 @@ request and answers it without Quart's request and response machinery, which cos
 as much CPU as storing the message. It gives the same answers as the app's own route
 (wms.py), which tests/test_parity.py holds it to: the same checks (auth.check), body
 decoding (bodies.decode_fields), message handling (wms.ingest_fields), JSON errors
-(errors.render) and headers (auth.security_headers).
+(errors.render) and headers (auth.security_headers). It is the outermost layer, and does
+what the two middlewares around the app would do for it itself: the Host check
+(hosts.Acceptance; a request it refuses goes on to HostCheck, which answers it) and the
+`/t/<token>/` prefix (auth.TokenPrefix). Passing through them was 2% of a message's
+instructions (benchmarks/instructions.py).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ..errors import (
 from ..service import Service
 from . import auth, wms
 from .bodies import cookie, decode_fields
+from .hosts import Acceptance, raw_host
 from .wms import INGEST_PATH, ingest_fields, refused
 
 log = logging.getLogger(__name__)
@@ -82,8 +87,24 @@ class BodyDeadlines:
                 task.cancel()
 
 
+def ingest_token(scope: Any) -> tuple[bool, str | None]:
+    """Whether the request is for the ingest endpoint, and the token of its `/t/<token>/`
+    prefix if it has one (as auth.TokenPrefix reads it)."""
+    if scope["type"] != "http":
+        return False, None
+    path: str = scope["path"]
+    if path == INGEST_PATH:
+        return True, None
+    if path.startswith("/t/"):
+        token, _, rest = path[3:].partition("/")
+        if rest == INGEST_PATH[1:]:
+            return True, token
+    return False, None
+
+
 class IngestEndpoint:
-    """ASGI middleware: answers POST /update_workflow_status; passes on everything else."""
+    """ASGI middleware, outermost: answers POST /update_workflow_status (under a `/t/<token>/`
+    prefix too) for a Host this server answers for; passes on everything else."""
 
     def __init__(self, app: Any, quart: Quart, config: Config) -> None:
         self.app = app
@@ -92,16 +113,18 @@ class IngestEndpoint:
         self.max_body = config.max_body_bytes
         self.headers = auth.raw_json_headers(config)
         self.deadlines = BodyDeadlines()
+        self.accepts = Acceptance(config)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != INGEST_PATH:
+        ours, token = ingest_token(scope)
+        if not ours or not self.accepts(raw_host(scope)):
             await self.app(scope, receive, send)
             return
         running: Service = self.quart.extensions["panoptes"]
         started = time.perf_counter()
         try:
             if scope["method"] == "POST":
-                status, body, extra = await self._handle(scope, receive, running)
+                status, body, extra = await self._handle(scope, receive, running, token)
             else:
                 status, body, extra = render(MethodNotAllowed(["POST"]))
         except Exception as exc:
@@ -119,7 +142,9 @@ class IngestEndpoint:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _handle(self, scope: Any, receive: Any, running: Service) -> Answer:
+    async def _handle(
+        self, scope: Any, receive: Any, running: Service, token: str | None
+    ) -> Answer:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope["headers"]
@@ -132,7 +157,7 @@ class IngestEndpoint:
                 INGEST_PATH,
                 headers,
                 headers.get("host", ""),
-                auth.path_token(scope),
+                token,
                 cookie(headers.get("cookie"), auth.COOKIE),
             )
         except PanoptesError as exc:
