@@ -48,9 +48,10 @@ def create_app(config: Config | None = None, *, fast_ingest: bool = True) -> Qua
     _register_errors(app)
     feed.install(app)  # innermost: the server's send as Quart is given it
     auth.install(app, config)
-    hosts.install(app, config)  # a request for a foreign name goes no further
+    check = hosts.install(app, config)  # a request for a foreign name goes no further
     if fast_ingest:
-        ingest.install(app, config)  # outermost: checks the host and the token prefix itself
+        # Outermost: checks the Host (with the Host check's names) and the token prefix itself.
+        ingest.install(app, config, check.accepts)
 
     @app.before_serving
     async def start() -> None:

@@ -100,13 +100,9 @@ class HostCheck:
     def __init__(self, app: Any, config: Config) -> None:
         self.app = app
         self.accepts = Acceptance(config)
-        self.names = self.accepts.names
         self.headers = raw_json_headers(config)
-        shown = (
-            "any"
-            if self.names is None
-            else ", ".join(["IP addresses", "localhost", *sorted(self.names)])
-        )
+        names = self.accepts.names
+        shown = "any" if names is None else ", ".join(["IP addresses", "localhost", *sorted(names)])
         log.info("answering requests for the hosts: %s (PANOPTES_ALLOWED_HOSTS adds names)", shown)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -137,5 +133,6 @@ class HostCheck:
             await send({"type": "websocket.close", "code": 1008})
 
 
-def install(app: Any, config: Config) -> None:
-    app.asgi_app = HostCheck(app.asgi_app, config)
+def install(app: Any, config: Config) -> HostCheck:
+    check = app.asgi_app = HostCheck(app.asgi_app, config)
+    return check

@@ -106,14 +106,14 @@ class IngestEndpoint:
     """ASGI middleware, outermost: answers POST /update_workflow_status (under a `/t/<token>/`
     prefix too) for a Host this server answers for; passes on everything else."""
 
-    def __init__(self, app: Any, quart: Quart, config: Config) -> None:
+    def __init__(self, app: Any, quart: Quart, config: Config, accepts: Acceptance) -> None:
         self.app = app
         self.quart = quart
         self.config = config
         self.max_body = config.max_body_bytes
         self.headers = auth.raw_json_headers(config)
         self.deadlines = BodyDeadlines()
-        self.accepts = Acceptance(config)
+        self.accepts = accepts  # the Host check's own, with what it remembers
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         ours, token = ingest_token(scope)
@@ -206,5 +206,6 @@ class IngestEndpoint:
             self.deadlines.end(task)
 
 
-def install(app: Quart, config: Config) -> None:
-    app.asgi_app = IngestEndpoint(app.asgi_app, app, config)  # type: ignore[method-assign]
+def install(app: Quart, config: Config, accepts: Acceptance) -> None:
+    endpoint = IngestEndpoint(app.asgi_app, app, config, accepts)
+    app.asgi_app = endpoint  # type: ignore[method-assign]
